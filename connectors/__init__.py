@@ -1,0 +1,1 @@
+"""Sources and sinks that move events between Kafka and other systems."""

@@ -1,0 +1,1 @@
+"""Sub-commands of the `stream` CLI, one module each (see stream.cli)."""
