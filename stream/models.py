@@ -117,11 +117,20 @@ def encode_enriched(event: Event, event_time_ms: int, enrichment_json: bytes) ->
     return b"%s,\"event_time_ms\":%d,\"enrichment\":%s}" % (body[:-1], event_time_ms, enrichment_json)
 
 
-class EnrichedEvent(Event, gc=False, omit_defaults=True):
+class EnrichedEvent(msgspec.Struct, gc=False, omit_defaults=True):
     """Decoding model for ``events.enriched`` records (consumers, tests, sinks)."""
 
-    event_time_ms: int = 0
-    enrichment: Enrichment | None = None
+    event_id: str
+    type: str
+    source: str
+    timestamp: int | AwareDatetime
+    severity: Severity
+    event_time_ms: int
+    enrichment: Enrichment
+    entity: str | None = None
+    value: float | None = None
+    attributes: dict[str, AttributeValue] | None = None
+    trace_id: str | None = None
 
 
 enriched_decoder: Final = msgspec.json.Decoder(EnrichedEvent)

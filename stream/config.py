@@ -1,0 +1,210 @@
+"""Configuration: one pipeline YAML file, overridden by ``STREAM_*`` environment variables.
+
+Precedence (highest first): environment (``STREAM_BOOTSTRAP_SERVERS``,
+``STREAM_TOPICS__INPUT``, ... — nested fields use ``__``), then the YAML file
+given with ``--config``, then the defaults below. Settings are frozen once
+loaded. Any invalid value fails at start-up with :class:`stream.errors.ConfigError`
+naming the field, e.g. ``invalid configuration: commit_interval: Input should be
+greater than 0``.
+
+Kafka client settings pass through ``kafka`` (a mapping of librdkafka property
+names, e.g. ``{"security.protocol": "SASL_SSL", "sasl.mechanism": "SCRAM-SHA-512"}``);
+secrets belong in the environment (``STREAM_SASL_PASSWORD``) and are never
+printed: :func:`Settings.redacted` masks them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import ValidationError as PydanticValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from stream.errors import ConfigError
+from stream.windows.spec import DEFAULT_RULES, RuleSpec
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+class TopicsConfig(BaseModel):
+    """Topic names. The changelog defaults to ``<group_id>-window-state-changelog``."""
+
+    model_config = _FROZEN
+    input: str = "events"
+    enriched: str = "events.enriched"
+    correlations: str = "events.correlations"
+    dlq: str = "events.dlq"
+    reference: str = "reference.services"
+    changelog: str | None = None
+
+
+class ValidationConfig(BaseModel):
+    """Input contract limits applied by the validate stage."""
+
+    model_config = _FROZEN
+    #: Records larger than this go to the DLQ as ``too_large``.
+    max_event_bytes: int = Field(default=64 * 1024, gt=0)
+    #: Event times further than this in the future are ``bad_timestamp`` (clock skew allowance).
+    max_future_ms: int = Field(default=24 * 3600 * 1000, ge=0)
+    #: Event times before this epoch-ms value are ``bad_timestamp`` (default 2000-01-01).
+    min_event_time_ms: int = 946_684_800_000
+
+
+class EnrichConfig(BaseModel):
+    """Enrichment: reference data source and scoring."""
+
+    model_config = _FROZEN
+    #: Where service reference data comes from: the compacted topic, or PostgreSQL (connectors).
+    reference_source: Literal["topic", "postgres"] = "topic"
+    postgres_dsn: SecretStr | None = None
+    postgres_table: str = "reference_services"
+    refresh_interval: float = Field(default=30.0, gt=0)
+    #: Score weight per service tier (tier 1 = most critical). Unknown tier weighs 1.
+    tier_weights: dict[int, float] = Field(default_factory=lambda: {1: 3.0, 2: 2.0, 3: 1.0})
+    #: While the reference lookup's breaker is open: pass events marked degraded, or pause.
+    on_lookup_failure: Literal["degrade", "pause"] = "degrade"
+
+
+class CorrelateConfig(BaseModel):
+    """Window engine settings and the rule set (see README "Correlation rules")."""
+
+    model_config = _FROZEN
+    rules: tuple[RuleSpec, ...] = Field(default_factory=lambda: tuple(DEFAULT_RULES))
+    allowed_lateness_ms: int = Field(default=0, ge=0)
+    idle_timeout_ms: int = Field(default=30_000, gt=0)
+    late_policy: Literal["dlq", "drop"] = "dlq"
+    max_keys: int = Field(default=1_000_000, gt=0)
+    sample_size: int = Field(default=5, ge=0, le=100)
+
+
+class Settings(BaseSettings):
+    """Everything a worker needs. Field docs name the environment variable."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="STREAM_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    #: ``STREAM_BOOTSTRAP_SERVERS``: Kafka bootstrap servers.
+    bootstrap_servers: str = "127.0.0.1:9092"
+    #: ``STREAM_GROUP_ID``: consumer group of the workers (one group per pipeline).
+    group_id: str = "stream-workers"
+    #: ``STREAM_APP_ID``: Faust application id (its own internal topics use it as prefix).
+    app_id: str = "stream"
+    #: ``STREAM_PROCESSING_GUARANTEE``: at_least_once, or exactly_once (Kafka transactions).
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    #: ``STREAM_MAX_BATCH``: records taken from the consumer per batch.
+    max_batch: int = Field(default=10_000, gt=0, le=1_000_000)
+    #: ``STREAM_COMMIT_INTERVAL``: seconds between checkpoints.
+    commit_interval: float = Field(default=1.0, gt=0)
+    #: ``STREAM_COMMIT_EVERY``: checkpoint after this many records even if the interval has not passed.
+    commit_every: int = Field(default=200_000, gt=0)
+    #: ``STREAM_MAX_INFLIGHT_BATCHES``: batches queued between fetch and processing (backpressure bound).
+    max_inflight_batches: int = Field(default=4, gt=0)
+    #: ``STREAM_SHUTDOWN_GRACE``: seconds to finish, flush and commit on SIGTERM (below k8s' 30 s).
+    shutdown_grace: float = Field(default=25.0, gt=0)
+    #: ``STREAM_WEB_PORT`` / ``STREAM_WEB_HOST``: /metrics, /health, /ready.
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    web_host: str = "0.0.0.0"
+    #: ``STREAM_LOG_FORMAT``: json in containers, text on a terminal (auto picks by TTY).
+    log_format: Literal["auto", "json", "text"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    #: ``STREAM_GROUP_INSTANCE_ID``: static membership for rolling restarts (optional).
+    group_instance_id: str | None = None
+    #: ``STREAM_SASL_USERNAME`` / ``STREAM_SASL_PASSWORD``: broker credentials (never logged).
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    #: Extra librdkafka properties for every client (security.protocol, ssl.*, ...).
+    kafka: dict[str, str] = Field(default_factory=dict)
+    #: ``STREAM_TRACING``: OpenTelemetry spans per batch (sampled); off costs nothing.
+    tracing: bool = False
+    tracing_sample_ratio: float = Field(default=0.01, ge=0.0, le=1.0)
+
+    topics: TopicsConfig = Field(default_factory=TopicsConfig)
+    validation: ValidationConfig = Field(default_factory=ValidationConfig)
+    enrich: EnrichConfig = Field(default_factory=EnrichConfig)
+    correlate: CorrelateConfig = Field(default_factory=CorrelateConfig)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _non_empty_bootstrap(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must name at least one host:port")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the YAML file (passed as init kwargs) so operators can
+        # override one field of a ConfigMap without editing it.
+        return (env_settings, init_settings, file_secret_settings)
+
+    @property
+    def changelog_topic(self) -> str:
+        return self.topics.changelog or f"{self.group_id}-window-state-changelog"
+
+    def kafka_client_config(self) -> dict[str, str]:
+        """librdkafka properties shared by every client: bootstrap, security, pass-through."""
+        conf: dict[str, str] = {"bootstrap.servers": self.bootstrap_servers}
+        conf.update(self.kafka)
+        if self.sasl_username is not None:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        return conf
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict safe to log: secrets and secret-looking Kafka keys masked."""
+        data = self.model_dump(mode="json")
+        data["kafka"] = {
+            k: ("***" if _looks_secret(k) else v) for k, v in self.kafka.items()
+        }
+        return data
+
+
+def _looks_secret(key: str) -> bool:
+    lowered = key.lower()
+    return any(word in lowered for word in ("password", "secret", "token", "key.pem", "credentials"))
+
+
+def _format_validation_error(exc: PydanticValidationError) -> ConfigError:
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "<root>"
+    more = len(exc.errors()) - 1
+    reason = first["msg"] + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
+    return ConfigError(field, reason)
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Load the pipeline file (if any), apply env overrides, validate, freeze.
+
+    Raises ConfigError naming the first bad field; never a pydantic traceback.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        file = Path(path)
+        try:
+            loaded = yaml.safe_load(file.read_text())
+        except OSError as exc:
+            raise ConfigError("--config", f"cannot read {file}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError("--config", f"{file} is not valid YAML: {exc}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("--config", f"{file} must contain a mapping at the top level")
+        data.update(loaded)
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except PydanticValidationError as exc:
+        raise _format_validation_error(exc) from None

@@ -1,0 +1,72 @@
+"""Cluster checks and topic management (idempotent)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
+
+from stream.errors import BrokerUnavailableError, FatalError
+from stream.kafka.client import client_config
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: Mapping[str, str] = field(default_factory=dict)
+
+
+def admin_client(conf: dict[str, str]) -> AdminClient:
+    return AdminClient(client_config(conf))
+
+
+def check_cluster(conf: dict[str, str], timeout: float = 10.0) -> ClusterMetadata:
+    """Return cluster metadata, or raise one readable BrokerUnavailableError."""
+    try:
+        return admin_client(conf).list_topics(timeout=timeout)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        if isinstance(err, KafkaError) and err.code() in (
+            KafkaError._AUTHENTICATION,
+            KafkaError.SASL_AUTHENTICATION_FAILED,
+        ):
+            raise FatalError(f"authentication to {conf.get('bootstrap.servers')} failed: {err.str()}") from None
+        raise BrokerUnavailableError(
+            f"cannot reach Kafka at {conf.get('bootstrap.servers')} within {timeout:.0f}s. "
+            "Start one with `stream broker start`, or set STREAM_BOOTSTRAP_SERVERS."
+        ) from None
+
+
+def create_topics(conf: dict[str, str], specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    admin = admin_client(conf)
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    new = [
+        NewTopic(s.name, num_partitions=s.partitions, replication_factor=-1, config=dict(s.config))
+        for s in specs
+        if s.name not in existing
+    ]
+    if not new:
+        return []
+    created: list[str] = []
+    for name, future in admin.create_topics(new, operation_timeout=timeout).items():
+        try:
+            future.result()
+            created.append(name)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, KafkaError) and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise FatalError(f"cannot create topic {name}: {err}") from None
+    return created
+
+
+def partition_count(metadata: ClusterMetadata, topic: str) -> int | None:
+    """Partitions of ``topic``, or None when it does not exist."""
+    info = metadata.topics.get(topic)
+    if info is None or info.error is not None:
+        return None
+    return len(info.partitions)

@@ -1,0 +1,387 @@
+"""The batch runner: Kafka records in, stage calls, outputs produced, progress recorded.
+
+This is the only module that joins the stages to Kafka. Per batch it does:
+decode/validate all values (one C call each) → DLQ the rejects → enrich all
+valid events → queue enriched records → feed each partition's events to the
+window engine → queue correlations and late events → record offsets. Metrics
+are updated once per batch. Nothing here allocates a task, span or log line
+per event.
+
+Rebalances: ``on_assign`` restores window state from the changelog before the
+partition's first batch is processed; ``on_revoke`` checkpoints and drops the
+partition. Batches fetched before a rebalance are filtered by an assignment
+epoch, so a record of a partition this worker no longer owns is never
+processed (its new owner replays it from the committed offset).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
+
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from stream.checkpoint import STATE_OFFSET_KEY, Checkpointer
+from stream.config import Settings
+from stream.errors import FatalError, StreamError
+from stream.kafka.dlq import DlqWriter
+from stream.kafka.producer import OutputProducer
+from stream.models import Correlation, encoder
+from stream.observability import metrics
+from stream.stages.correlate import Correlator
+from stream.stages.enrich import Enricher
+from stream.stages.validate import Validator
+
+log = logging.getLogger(__name__)
+
+VALIDATE, ENRICH, CORRELATE = "validate", "enrich", "correlate"
+
+ChangelogReader = Callable[[int], Iterable[tuple[bytes, bytes | None]]]
+
+
+class Batch(NamedTuple):
+    """Records fetched in one ``consume`` call, tagged with the assignment epoch."""
+
+    records: list[Message]
+    epoch: int
+
+
+class BatchRunner:
+    """Runs batches through validate → enrich → correlate and checkpoints progress."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        consumer: Consumer,
+        producer: OutputProducer,
+        validator: Validator,
+        enricher: Enricher,
+        correlator: Correlator,
+        read_changelog: ChangelogReader,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self._consumer = consumer
+        self._producer = producer
+        self._validator = validator
+        self._enricher = enricher
+        self._correlator = correlator
+        self._read_changelog = read_changelog
+        self._wall = wall_clock
+        topics = settings.topics
+        self._input = topics.input
+        self._enriched = topics.enriched
+        self._correlations = topics.correlations
+        self._dlq = DlqWriter(producer, topics.dlq)
+        self._eos = settings.processing_guarantee == "exactly_once"
+        self.checkpointer = Checkpointer(
+            consumer=consumer,
+            producer=producer,
+            state=correlator,
+            changelog_topic=settings.changelog_topic,
+            input_topic=self._input,
+            guarantee=settings.processing_guarantee,
+            interval=settings.commit_interval,
+            every=settings.commit_every,
+        )
+        #: partition -> epoch at which it was (last) assigned
+        self._assigned: dict[int, int] = {}
+        self._epoch = 0
+        #: partition -> input offset the restored window state already reflects
+        self._state_offsets: dict[int, int] = {}
+        self.last_poll = 0.0
+        #: Set when a batch failed mid-way: from then on nothing is committed (the
+        #: worker stops and the group replays from the last commit).
+        self.failed: BaseException | None = None
+        self._labels_consumed = metrics.events_consumed_total.labels(topic=self._input)
+        self._labels_enriched = metrics.events_produced_total.labels(topic=self._enriched)
+        self._labels_corr_topic = metrics.events_produced_total.labels(topic=self._correlations)
+        self._processed = {s: metrics.events_processed_total.labels(stage=s) for s in (VALIDATE, ENRICH, CORRELATE)}
+        self._stage_time = {s: metrics.stage_duration_seconds.labels(stage=s) for s in (VALIDATE, ENRICH, CORRELATE)}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._eos:
+            self._producer.init_transactions()
+            self._producer.begin()
+        self._consumer.subscribe(
+            [self._input], on_assign=self.on_assign, on_revoke=self.on_revoke, on_lost=self.on_lost
+        )
+
+    def close(self) -> None:
+        """Final checkpoint (unless a batch failed), then leave the group (used on SIGTERM)."""
+        if self.failed is None:
+            try:
+                self.checkpointer.checkpoint()
+            except StreamError:
+                log.exception("final checkpoint failed; uncommitted records will be replayed")
+        self._consumer.close()
+
+    @property
+    def assigned_partitions(self) -> list[int]:
+        return sorted(self._assigned)
+
+    # -- fetching -------------------------------------------------------------------------------
+
+    def fetch(self, timeout: float = 0.0) -> Batch | None:
+        """Take up to ``max_batch`` records already fetched by librdkafka (non-blocking by default)."""
+        records = self._consumer.consume(self.settings.max_batch, timeout)
+        self.last_poll = self._wall()
+        if not records:
+            return None
+        return Batch(records, self._epoch)
+
+    # -- processing -----------------------------------------------------------------------------
+
+    def process(self, batch: Batch) -> None:
+        """Process one batch; any exception poisons the runner so nothing more is committed."""
+        if self.failed is not None:
+            return
+        try:
+            self._process(batch)
+        except BaseException as exc:
+            self.failed = exc
+            raise
+
+    def _process(self, batch: Batch) -> None:
+        records = batch.records
+        if batch.epoch != self._epoch:
+            records = self._still_owned(records, batch.epoch)
+        good = [m for m in records if m.error() is None]
+        if len(good) != len(records):
+            self._handle_errors(m for m in records if m.error() is not None)
+        if not good:
+            return
+        n = len(good)
+        self._labels_consumed.inc(n)
+        metrics.batch_size.observe(n)
+        now_s = self._wall()
+        parts = [m.partition() for m in good]
+
+        t0 = time.perf_counter()
+        result = self._validator.validate([m.value() for m in good])
+        t1 = time.perf_counter()
+        self._stage_time[VALIDATE].observe(t1 - t0)
+        if result.rejects:
+            self._reject_validation(good, result.rejects)
+        events, times, indices = result.events, result.event_times, result.indices
+        self._processed[VALIDATE].inc(len(events))
+
+        enriched = self._enricher.enrich(events, times)
+        keys = [good[i].key() for i in indices]
+        for j, key in enumerate(keys):
+            if key is None:
+                keys[j] = events[j].source.encode()
+        self._producer.produce_values(self._enriched, enriched.values, keys)
+        t2 = time.perf_counter()
+        self._stage_time[ENRICH].observe(t2 - t1)
+        self._processed[ENRICH].inc(len(events))
+        self._labels_enriched.inc(len(events))
+        if enriched.degraded:
+            metrics.enrichment_degraded_total.inc(enriched.degraded)
+
+        self._correlate(good, parts, events, times, indices, int(now_s * 1000))
+        self._stage_time[CORRELATE].observe(time.perf_counter() - t2)
+
+        nexts = self._next_offsets(good, parts)
+        self.checkpointer.record_progress(nexts, n)
+        if self._state_offsets:
+            for p, nxt in nexts.items():
+                if nxt >= self._state_offsets.get(p, nxt + 1):
+                    del self._state_offsets[p]
+        self._producer.poll()
+        last_ts = good[-1].timestamp()[1]
+        if last_ts > 0:
+            metrics.end_to_end_latency_seconds.observe(max(self._wall() - last_ts / 1000.0, 0.0))
+        if times:
+            metrics.event_time_lag_seconds.observe(max(now_s - times[-1] / 1000.0, 0.0))
+
+    def _correlate(
+        self,
+        good: list[Message],
+        parts: list[int],
+        events: list,  # type: ignore[type-arg]
+        times: list[int],
+        indices: list[int],
+        now_ms: int,
+    ) -> None:
+        by_part: dict[int, list[int]] = {}
+        for j, i in enumerate(indices):
+            p = parts[i]
+            bucket = by_part.get(p)
+            if bucket is None:
+                by_part[p] = [j]
+            else:
+                bucket.append(j)
+        applied = 0
+        for p, js in by_part.items():
+            skip_below = self._state_offsets.get(p)
+            if skip_below is not None:
+                # The restored state already reflects these records (crash between the
+                # changelog flush and the offset commit): do not count them twice.
+                js = [j for j in js if good[indices[j]].offset() >= skip_below]
+                if not js:
+                    continue
+            result = self._correlator.process(p, [events[j] for j in js], [times[j] for j in js], now_ms)
+            applied += len(js)
+            for late in result.late_indices:
+                self._dlq.write(
+                    good[indices[js[late]]],
+                    stage=CORRELATE,
+                    error_class="late",
+                    message="event arrived after its window closed",
+                )
+            if result.late_indices:
+                metrics.events_rejected_total.labels(stage=CORRELATE, error_class="late").inc(
+                    len(result.late_indices)
+                )
+                metrics.dlq_records_total.labels(stage=CORRELATE).inc(len(result.late_indices))
+            self._emit(result.correlations)
+        self._processed[CORRELATE].inc(applied)
+
+    def _emit(self, correlations: list[Correlation]) -> None:
+        if not correlations:
+            return
+        produce = self._producer.produce
+        for c in correlations:
+            key = "|".join([c.rule, *c.group.values()]).encode()
+            produce(self._correlations, encoder.encode(c), key)
+            metrics.correlations_total.labels(rule=c.rule).inc()
+        self._labels_corr_topic.inc(len(correlations))
+
+    def _reject_validation(self, good: list[Message], rejects: list) -> None:  # type: ignore[type-arg]
+        counts: Counter[str] = Counter()
+        for r in rejects:
+            self._dlq.write(good[r.position], stage=VALIDATE, error_class=r.error_class, message=r.message)
+            counts[r.error_class] += 1
+        for cls, count in counts.items():
+            metrics.events_rejected_total.labels(stage=VALIDATE, error_class=cls).inc(count)
+        metrics.dlq_records_total.labels(stage=VALIDATE).inc(len(rejects))
+
+    @staticmethod
+    def _next_offsets(good: list[Message], parts: list[int]) -> dict[int, int]:
+        wanted = len(set(parts))
+        nexts: dict[int, int] = {}
+        for i in range(len(good) - 1, -1, -1):
+            p = parts[i]
+            if p not in nexts:
+                nexts[p] = good[i].offset() + 1
+                if len(nexts) == wanted:
+                    break
+        return nexts
+
+    def _still_owned(self, records: list[Message], epoch: int) -> list[Message]:
+        assigned = self._assigned
+        return [
+            m for m in records if (e := assigned.get(m.partition())) is not None and e <= epoch
+        ]
+
+    def _handle_errors(self, errored: Iterable[Message]) -> None:
+        for m in errored:
+            err = m.error()
+            assert err is not None
+            metrics.errors_total.labels(stage="consume", error_class=err.name()).inc()
+            if err.fatal():
+                raise FatalError(f"consumer failed: {err.str()}")
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consume error on %s[%s]: %s", m.topic(), m.partition(), err.str())
+
+    # -- periodic work --------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Close idle windows, checkpoint when due, refresh lag gauges. Called about every second."""
+        now_ms = int(self._wall() * 1000)
+        if self.failed is not None:
+            return
+        self._emit(self._correlator.advance_idle(now_ms))
+        if self.checkpointer.due():
+            self.checkpointer.checkpoint()
+        self._update_gauges()
+
+    def maybe_checkpoint(self) -> None:
+        if self.failed is None and self.checkpointer.due():
+            self.checkpointer.checkpoint()
+
+    def _update_gauges(self) -> None:
+        for p in self._assigned:
+            tp = TopicPartition(self._input, p)
+            try:
+                _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            except Exception:  # noqa: BLE001 - metrics must never break processing
+                continue
+            position = self.checkpointer.pending.get(p, self.checkpointer.committed.get(p))
+            if high >= 0 and position is not None:
+                metrics.consumer_lag.labels(topic=self._input, partition=str(p)).set(max(high - position, 0))
+        stats = self._correlator.stats()
+        for rule, keys in stats.items():
+            if rule == "bytes":
+                metrics.window_state_bytes.set(keys)
+            else:
+                metrics.window_state_keys.labels(rule=rule).set(keys)
+
+    # -- rebalance callbacks (run inside consume(), on the event-loop thread) -------------------
+
+    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._epoch += 1
+        for tp in partitions:
+            self._restore(tp.partition)
+            self._assigned[tp.partition] = self._epoch
+            self.checkpointer.assigned.add(tp.partition)
+        metrics.rebalances_total.labels(kind="assign").inc()
+        metrics.assigned_partitions.set(len(self._assigned))
+        log.info("assigned partitions %s of %s", [tp.partition for tp in partitions], self._input)
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = [tp.partition for tp in partitions]
+        try:
+            if self.failed is None:
+                self.checkpointer.checkpoint(None if self._eos else revoked)
+        except StreamError:
+            log.exception("checkpoint on revocation failed; the new owner replays from the last commit")
+        self._drop(revoked)
+        metrics.rebalances_total.labels(kind="revoke").inc()
+        log.info("revoked partitions %s of %s", revoked, self._input)
+
+    def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        lost = [tp.partition for tp in partitions]
+        self.checkpointer.forget(lost)
+        self._drop(lost)
+        metrics.rebalances_total.labels(kind="lost").inc()
+        log.warning("lost partitions %s of %s without commit", lost, self._input)
+
+    def _drop(self, partitions: list[int]) -> None:
+        self._epoch += 1
+        for p in partitions:
+            self._assigned.pop(p, None)
+            self._state_offsets.pop(p, None)
+            self.checkpointer.assigned.discard(p)
+            self.checkpointer.forget([p])
+            self._correlator.drop_partition(p)
+            with contextlib.suppress(KeyError):
+                metrics.consumer_lag.remove(self._input, str(p))
+        metrics.assigned_partitions.set(len(self._assigned))
+
+    def _restore(self, partition: int) -> None:
+        entries: list[tuple[bytes, bytes | None]] = []
+        state_offset: int | None = None
+        for key, value in self._read_changelog(partition):
+            if key == STATE_OFFSET_KEY:
+                state_offset = int(value) if value else None
+            else:
+                entries.append((key, value))
+        self._correlator.restore(partition, entries)
+        if state_offset is not None:
+            self._state_offsets[partition] = state_offset
+        log.info(
+            "restored window state of partition %d: %d changelog entries, state at offset %s",
+            partition,
+            len(entries),
+            state_offset,
+        )
+
