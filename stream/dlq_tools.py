@@ -588,6 +588,8 @@ def inspect_dlq(
                 break
             summary.add_batch(batch)
         return summary
+    except KafkaException as exc:
+        raise DlqToolError(f"reading {topic} failed: {_kafka_reason(exc)}") from None
     finally:
         consumer.close()
 
@@ -637,6 +639,8 @@ def replay_dlq(
     batch that did get through may be sent again by the next run).
     ``dry_run`` reads and counts only: nothing is produced or committed.
     """
+    if target == topic:
+        raise DlqToolError(f"refusing to replay {topic} into itself; --to must be another topic")
     chosen = record_filter or ReplayFilter()
     bootstrap = base_conf.get("bootstrap.servers", "?")
     report = ReplayReport(source=topic, target=target, group=group, dry_run=dry_run)
@@ -702,6 +706,8 @@ def replay_dlq(
             if failures.count:
                 break
         return report
+    except KafkaException as exc:
+        raise DlqToolError(f"replay from {topic} stopped: {_kafka_reason(exc)}") from None
     finally:
         if producer is not None:
             producer.flush(timeout)

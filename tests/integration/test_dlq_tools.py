@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient
 from stream.cli import main
 from stream.dlq_tools import (
     DlqFields,
+    DlqToolError,
     RatePacer,
     ReplayFilter,
     dlq_fields,
@@ -120,6 +121,11 @@ def test_parse_filter_rejects_unknown_keys_and_missing_values() -> None:
         parse_filter("colour=red")
     with pytest.raises(ValueError, match="KEY=VALUE"):
         parse_filter("stage")
+
+
+def test_replaying_a_topic_into_itself_is_refused_before_connecting() -> None:
+    with pytest.raises(DlqToolError, match="into itself"):
+        replay_dlq({"bootstrap.servers": "127.0.0.1:1"}, target="events.dlq", topic="events.dlq")
 
 
 def test_rate_pacer_holds_an_absolute_schedule() -> None:
