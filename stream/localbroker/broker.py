@@ -1,0 +1,304 @@
+"""Start, stop and inspect the project-managed local Kafka broker.
+
+One broker per ``(home, port)``: a single KRaft node (broker and controller in
+one JVM) whose files live in ``<home>/broker-<port>/`` (see
+:mod:`stream.localbroker.paths`). ``start`` is idempotent — if our broker on
+that port is already up it returns at once — so scripts and test sessions can
+call it unconditionally. Storage is formatted once, on first start; the
+security mode chosen then sticks to that data directory.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from stream.localbroker.config import (
+    BrokerSettings,
+    ScramSecurity,
+    new_cluster_id,
+    render_properties,
+    server_properties,
+)
+from stream.localbroker.errors import BrokerStartError, LocalBrokerError, PortInUseError
+from stream.localbroker.jars import KAFKA_VERSION, ensure_server_jars, find_java
+from stream.localbroker.locking import exclusive_lock
+from stream.localbroker.paths import BrokerPaths, broker_paths, resolve_home
+from stream.localbroker.ports import HOST, port_is_free
+from stream.localbroker.process import (
+    command_line,
+    is_alive,
+    java_command,
+    launch_detached,
+    tail,
+    terminate,
+)
+from stream.localbroker.readiness import wait_until_ready
+
+DEFAULT_PORT = 9092
+BROKER_HEAP = "768m"
+TOOL_HEAP = "256m"
+_FORMAT_TIMEOUT_S = 180.0
+_ROTATE_LOG_AT_BYTES = 50 * 1024 * 1024
+
+SecurityOption = Literal["plaintext", "sasl_scram"] | ScramSecurity | None
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    """What ``stream broker status`` reports."""
+
+    running: bool
+    pid: int | None
+    bootstrap: str
+    data_dir: Path
+    version: str
+    security: str
+
+
+def bootstrap_address(port: int) -> str:
+    return f"{HOST}:{port}"
+
+
+def start(
+    port: int = DEFAULT_PORT,
+    home: Path | str | None = None,
+    timeout: float = 90.0,
+    security: SecurityOption = None,
+    *,
+    libs: Path | None = None,
+) -> str:
+    """Start the local broker (or find it running) and return its bootstrap address.
+
+    ``security="sasl_scram"`` (or a :class:`ScramSecurity` with your own users)
+    requires SASL/SCRAM-SHA-256 and ACLs on the client listener. ``libs`` is a
+    directory of Kafka server jars; by default they are fetched into ``home``.
+    """
+    scram = _scram(security)
+    home_dir = resolve_home(home)
+    paths = broker_paths(home_dir, port)
+    bootstrap = bootstrap_address(port)
+    paths.data_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(paths.lock_file):
+        pid = running_pid(paths)
+        if pid is not None:
+            _require_same_security(paths, scram, running=True)
+            _await_ready(paths, bootstrap, timeout, scram, pid, log_start=0)
+            return bootstrap
+        _require_free_ports(port, home_dir)
+        java = find_java()
+        jar_dir = libs if libs is not None else ensure_server_jars(home_dir)
+        settings = BrokerSettings(port=port, log_dirs=paths.log_dirs, security=scram)
+        _write_config_files(paths, settings)
+        if paths.formatted_marker.exists():
+            _require_same_security(paths, scram, running=False)
+        else:
+            _format_storage(paths, settings, java, jar_dir)
+        _rotate_log(paths.server_log)
+        log_start = _size(paths.server_log)
+        command = java_command(
+            java,
+            jar_dir,
+            "kafka.Kafka",
+            [str(paths.server_properties)],
+            heap=BROKER_HEAP,
+            log4j_config=paths.log4j_config,
+            logs_dir=paths.data_dir,
+        )
+        pid = launch_detached(command, cwd=paths.data_dir, log_file=paths.server_log)
+        paths.pid_file.write_text(f"{pid}\n", encoding="ascii")
+        try:
+            _await_ready(paths, bootstrap, timeout, scram, pid, log_start)
+        except BrokerStartError:
+            terminate(pid, timeout=10.0)
+            paths.pid_file.unlink(missing_ok=True)
+            raise
+    return bootstrap
+
+
+def stop(port: int = DEFAULT_PORT, home: Path | str | None = None, timeout: float = 30.0) -> bool:
+    """Stop the local broker on ``port``: SIGTERM, SIGKILL after ``timeout`` s.
+
+    Returns whether a running broker was stopped; not running is not an error.
+    """
+    paths = broker_paths(resolve_home(home), port)
+    if not paths.data_dir.is_dir():
+        return False
+    with exclusive_lock(paths.lock_file):
+        pid = running_pid(paths)
+        if pid is not None:
+            terminate(pid, timeout)
+        paths.pid_file.unlink(missing_ok=True)
+    return pid is not None
+
+
+def status(port: int = DEFAULT_PORT, home: Path | str | None = None) -> BrokerStatus:
+    paths = broker_paths(resolve_home(home), port)
+    state = _read_state(paths)
+    pid = running_pid(paths)
+    return BrokerStatus(
+        running=pid is not None,
+        pid=pid,
+        bootstrap=bootstrap_address(port),
+        data_dir=paths.data_dir,
+        version=state.get("version", KAFKA_VERSION),
+        security=state.get("security", "plaintext"),
+    )
+
+
+def running_pid(paths: BrokerPaths) -> int | None:
+    """Pid of our broker for ``paths`` if it runs; a stale pid file is removed."""
+    try:
+        pid = int(paths.pid_file.read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
+    if is_alive(pid):
+        cmdline = command_line(pid)
+        ours = cmdline is None or (
+            "kafka.Kafka" in cmdline and str(paths.server_properties) in cmdline
+        )
+        if ours:
+            return pid
+    paths.pid_file.unlink(missing_ok=True)
+    return None
+
+
+def _scram(security: SecurityOption) -> ScramSecurity | None:
+    if security is None or security == "plaintext":
+        return None
+    if security == "sasl_scram":
+        return ScramSecurity()
+    if isinstance(security, ScramSecurity):
+        return security
+    raise LocalBrokerError(f"unknown security mode {security!r}; use 'plaintext' or 'sasl_scram'")
+
+
+def _security_name(scram: ScramSecurity | None) -> str:
+    return "plaintext" if scram is None else "sasl_scram"
+
+
+def _read_state(paths: BrokerPaths) -> dict[str, str]:
+    try:
+        loaded = json.loads(paths.state_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(loaded, dict):
+        return {}
+    return {str(key): str(value) for key, value in loaded.items()}
+
+
+def _require_same_security(paths: BrokerPaths, scram: ScramSecurity | None, running: bool) -> None:
+    stored = _read_state(paths).get("security", "plaintext")
+    wanted = _security_name(scram)
+    if stored == wanted:
+        return
+    port = paths.data_dir.name.removeprefix("broker-")
+    if running:
+        raise LocalBrokerError(
+            f"the broker on port {port} is running with security {stored!r}, not {wanted!r}; "
+            f"stop it first (stream broker stop --port {port})"
+        )
+    raise LocalBrokerError(
+        f"{paths.data_dir} was formatted for security {stored!r}, not {wanted!r}; "
+        f"use another --port or --home, or delete that directory to start afresh"
+    )
+
+
+def _require_free_ports(port: int, home: Path) -> None:
+    for needed, role in ((port, "client"), (port + 1, "controller")):
+        if not port_is_free(needed):
+            raise PortInUseError(
+                f"port {needed} (the broker's {role} port) is already in use by another process, "
+                f"not by a broker started from {home}; choose another port with --port "
+                f"(the broker needs it and the next one)"
+            )
+
+
+def _write_config_files(paths: BrokerPaths, settings: BrokerSettings) -> None:
+    paths.server_properties.write_text(
+        render_properties(server_properties(settings)), encoding="utf-8"
+    )
+    log4j = resources.files("stream.localbroker").joinpath("log4j2.properties")
+    paths.log4j_config.write_text(log4j.read_text(encoding="utf-8"), encoding="utf-8")
+
+
+def _format_storage(paths: BrokerPaths, settings: BrokerSettings, java: Path, libs: Path) -> None:
+    """``kafka-storage format``: the one-time step that gives the node its cluster id
+    (and, in SCRAM mode, its users' credentials)."""
+    cluster_id = new_cluster_id()
+    arguments = ["format", "-t", cluster_id, "-c", str(paths.server_properties)]
+    if settings.security is not None:
+        arguments += settings.security.format_arguments()
+    command = java_command(
+        java,
+        libs,
+        "kafka.tools.StorageTool",
+        arguments,
+        heap=TOOL_HEAP,
+        log4j_config=paths.log4j_config,
+        logs_dir=paths.data_dir,
+        extra_options=("-XX:TieredStopAtLevel=1",),  # short-lived: skip the optimising JIT
+    )
+    try:
+        result = subprocess.run(
+            command,
+            cwd=paths.data_dir,
+            capture_output=True,
+            text=True,
+            timeout=_FORMAT_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise BrokerStartError(
+            f"formatting {paths.log_dirs} took longer than {_FORMAT_TIMEOUT_S:.0f}s"
+        ) from exc
+    if result.returncode != 0 or not paths.formatted_marker.exists():
+        output = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
+        raise BrokerStartError(
+            f"kafka-storage format failed for {paths.log_dirs} (exit code {result.returncode}):\n"
+            f"{output}"
+        )
+    state = {"version": KAFKA_VERSION, "security": settings.security_name, "cluster_id": cluster_id}
+    paths.state_file.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _rotate_log(log: Path) -> None:
+    """Keep server.log bounded across restarts: move a large one to ``server.log.1``."""
+    try:
+        if log.stat().st_size > _ROTATE_LOG_AT_BYTES:
+            log.replace(log.with_name(log.name + ".1"))
+    except FileNotFoundError:
+        pass
+
+
+def _await_ready(
+    paths: BrokerPaths,
+    bootstrap: str,
+    timeout: float,
+    scram: ScramSecurity | None,
+    pid: int,
+    log_start: int,
+) -> None:
+    """Wait for the broker to answer; on failure show what it logged since ``log_start``."""
+    try:
+        wait_until_ready(
+            bootstrap,
+            timeout,
+            client_config=None if scram is None else scram.client_config(),
+            is_alive=lambda: is_alive(pid),
+        )
+    except BrokerStartError as exc:
+        raise BrokerStartError(
+            f"{exc}; last lines of {paths.server_log}:\n{tail(paths.server_log, since=log_start)}"
+        ) from exc

@@ -1,0 +1,76 @@
+"""Where the local broker keeps its jars and its data.
+
+Everything lives under one state directory, ``$STREAM_HOME`` or ``./.stream``
+(relative to the working directory, so each checkout has its own broker and a
+``rm -r .stream`` resets it)::
+
+    <home>/kafka-<version>/libs/     Kafka server jars, fetched once by Maven
+    <home>/broker-<port>/            one broker per client port
+        server.properties  log4j2.properties  broker.json  broker.pid
+        server.log                   the broker's log (log4j2 and JVM output)
+        kraft-logs/                  Kafka's log.dirs (topic data and metadata)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+HOME_ENV = "STREAM_HOME"
+DEFAULT_HOME = ".stream"
+
+
+def resolve_home(home: Path | str | None = None) -> Path:
+    """The state directory, absolute: ``home``, else ``$STREAM_HOME``, else ``./.stream``."""
+    chosen = home if home is not None else (os.environ.get(HOME_ENV) or DEFAULT_HOME)
+    return Path(chosen).expanduser().resolve()
+
+
+def jar_cache_dir(home: Path, version: str) -> Path:
+    """Directory holding the runtime jars of Kafka ``version``."""
+    return home / f"kafka-{version}" / "libs"
+
+
+@dataclass(frozen=True)
+class BrokerPaths:
+    """The files of the broker listening on one port."""
+
+    data_dir: Path
+
+    @property
+    def log_dirs(self) -> Path:
+        return self.data_dir / "kraft-logs"
+
+    @property
+    def server_properties(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    @property
+    def log4j_config(self) -> Path:
+        return self.data_dir / "log4j2.properties"
+
+    @property
+    def state_file(self) -> Path:
+        return self.data_dir / "broker.json"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    @property
+    def server_log(self) -> Path:
+        return self.data_dir / "server.log"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.data_dir / ".lock"
+
+    @property
+    def formatted_marker(self) -> Path:
+        """Written by ``kafka-storage format``; its presence means "already formatted"."""
+        return self.log_dirs / "meta.properties"
+
+
+def broker_paths(home: Path, port: int) -> BrokerPaths:
+    return BrokerPaths(data_dir=home / f"broker-{port}")
