@@ -84,7 +84,13 @@ def configmap(docs: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
 
 
 def validation_errors(doc: dict[str, Any]) -> list[str]:
-    import kubernetes_validate
+    try:
+        import kubernetes_validate
+    except ImportError:
+        message = "kubernetes-validate not installed (pip install kubernetes-validate)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; CI must provide it")
+        pytest.skip(message)
 
     crd = CRD_SCHEMAS.get((doc["apiVersion"], doc["kind"]))
     if crd is not None:
