@@ -1,0 +1,1 @@
+"""The benchmark pipeline written for peer frameworks (run by ``stream bench``)."""

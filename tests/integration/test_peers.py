@@ -1,0 +1,147 @@
+"""The peer pipelines (benchmarks/peers) against the generator's ground truth on a real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer
+
+from stream.loadgen.generator import GeneratorConfig, generate
+from stream.loadgen.producer import LoadOptions, run_load
+from stream.loadgen.reference import reference_data
+from stream.models import event_decoder
+from tests.conftest import unique_name
+
+REPO = Path(__file__).resolve().parents[2]
+COUNT = 2000
+WINDOW_MS = 60_000
+THRESHOLD = 5
+
+
+@pytest.fixture(scope="module")
+def generator_config() -> GeneratorConfig:
+    # 10 events/s of event time: 2000 events span ~200 s, so several windows close.
+    start = (int(time.time() * 1000) - 3_600_000) // WINDOW_MS * WINDOW_MS
+    return GeneratorConfig(seed=17, invalid_ratio=0.05, start_ms=start, event_rate=10)
+
+
+def _expected_windows(config: GeneratorConfig) -> dict[tuple[str, int], int]:
+    """(source, window start) -> error|critical count, for windows that reach the threshold."""
+    counts: Counter[tuple[str, int]] = Counter()
+    for record in generate(COUNT, **_options(config)):
+        if record.valid:
+            event = event_decoder.decode(record.value)
+            if event.severity in ("error", "critical"):
+                start = record.event_time_ms // WINDOW_MS * WINDOW_MS
+                counts[(event.source, start)] += 1
+    return {key: n for key, n in counts.items() if n >= THRESHOLD}
+
+
+def _options(config: GeneratorConfig) -> dict[str, Any]:
+    return {
+        "seed": config.seed,
+        "invalid_ratio": config.invalid_ratio,
+        "start_ms": config.start_ms,
+        "event_rate": config.event_rate,
+    }
+
+
+def _read(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[Any]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": unique_name("peer-read"),
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and len(records) < expected:
+            records.extend(m for m in consumer.consume(5000, 0.5) if m.error() is None)
+        # a moment more to catch anything beyond the expected count
+        records.extend(m for m in consumer.consume(5000, 1.0) if m.error() is None)
+    finally:
+        consumer.close()
+    return records
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("peer", ["quix_pipeline", "faust_per_event"])
+def test_peer_matches_the_ground_truth(
+    peer: str,
+    kafka_bootstrap: str,
+    topic_factory: Callable[..., str],
+    generator_config: GeneratorConfig,
+    tmp_path: Path,
+) -> None:
+    source = topic_factory("peer-in", partitions=2)
+    enriched = topic_factory("peer-enriched", partitions=2)
+    correlations = topic_factory("peer-corr", partitions=1)
+    dlq = topic_factory("peer-dlq", partitions=1)
+    report = run_load(
+        LoadOptions(
+            bootstrap=kafka_bootstrap, topic=source, count=COUNT, generator=generator_config
+        ),
+        progress_stream=None,
+    )
+    assert report.ok
+    reference = tmp_path / "reference.json"
+    reference.write_text(json.dumps(reference_data(generator_config.sources)))
+    truth = list(generate(COUNT, **_options(generator_config)))
+    valid = sum(1 for r in truth if r.valid)
+
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            f"benchmarks.peers.{peer}",
+            *("--bootstrap", kafka_bootstrap, "--input", source, "--enriched", enriched),
+            *("--correlations", correlations, "--dlq", dlq, "--group", unique_name("peer")),
+            *("--expect", str(COUNT), "--reference-json", str(reference), "--timeout", "120"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    assert len(lines) == 1, result.stdout
+    line = json.loads(lines[0])
+    assert line["events"] == COUNT
+    assert line["valid"] == valid
+    assert line["dlq"] == COUNT - valid
+    assert line["events_per_s"] > 0
+
+    out = _read(kafka_bootstrap, enriched, valid)
+    assert len(out) == valid
+    sample = json.loads(out[0].value())
+    assert set(sample["enrichment"]) >= {"known_service", "score"}
+    dead = _read(kafka_bootstrap, dlq, COUNT - valid)
+    assert sorted(m.value() for m in dead) == sorted(r.value for r in truth if not r.valid)
+
+    expected = _expected_windows(generator_config)
+    found = {
+        (c["group"]["source"], c["window_start"]): c["count"]
+        for c in (json.loads(m.value()) for m in _read(kafka_bootstrap, correlations, 1))
+    }
+    assert line["correlations"] == len(found) > 0
+    if peer == "faust_per_event":
+        # emitted when a window's count reaches the threshold, open windows included
+        assert set(found) == set(expected)
+        assert set(found.values()) == {THRESHOLD}
+    else:
+        # final results of closed windows only, with their exact counts
+        assert found.items() <= expected.items()
