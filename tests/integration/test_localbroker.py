@@ -28,7 +28,7 @@ from confluent_kafka.admin import (
     ResourcePatternType,
     ResourceType,
 )
-from conftest import unique_name
+from tests.conftest import unique_name
 
 from stream import localbroker
 from stream.localbroker import cli
