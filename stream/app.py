@@ -2,7 +2,7 @@
 
 Why this shape (DESIGN.md §2): Faust's per-event path costs ~100 µs per event
 and tops out near 9k events/s, while a Faust agent whose items are *batches*
-runs 30–40× faster. So Faust provides the application — worker lifecycle and
+runs 30-40x faster. So Faust provides the application — worker lifecycle and
 signals, the web server (``/metrics``, ``/health``, ``/ready``), services,
 timers, agents — and the data moves like this::
 
@@ -14,7 +14,14 @@ timers, agents — and the data moves like this::
 Everything runs on the one event-loop thread, so rebalance callbacks (served
 inside ``consume``) never race with batch processing. The Kafka consumer and
 producer are confluent-kafka (librdkafka): measured fastest here (DESIGN.md §2).
-Faust's own aiokafka connection only carries its internal coordination topic.
+
+Faust's own Kafka client (aiokafka consumer, producer, leader assignor) is not
+started (:class:`WebAndAgentsOnly`): nothing here uses Faust topics or tables,
+and its consumer group cost real failures. A ``kill -9``-ed worker stayed a
+member of Faust's group until Faust's 60 s session timeout, and every restarted
+worker blocked in Faust's JoinGroup for that long before the pipeline even
+started; its rebalances suspend Faust's flow control; and it needed its own
+credentials, ACLs and internal topic. The pipeline's consumer group is the only one.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import Any
 import faust
 import mode
 from confluent_kafka import Consumer
+from faust.app.base import BootStrategy
 from prometheus_client import generate_latest
 
 from stream.config import Settings
@@ -82,7 +90,7 @@ def parse_reference(records: list[Any]) -> list[tuple[str, ServiceInfo | None]]:
         value = m.value()
         try:
             updates.append((key.decode(), service_info_decoder.decode(value) if value else None))
-        except Exception as exc:  # noqa: BLE001 - reference data must not stop the worker
+        except Exception as exc:  # reference data must not stop the worker
             metrics.errors_total.labels(stage="reference", error_class=type(exc).__name__).inc()
             log.warning("skipping bad reference record for %r: %s", key, exc)
     return updates
@@ -105,7 +113,9 @@ class PipelineService(mode.Service):
         base = s.kafka_client_config()
         self._tail = TopicTail(base, s.topics.reference)
         self.reference.apply(parse_reference(self._tail.read_until_caught_up()))
-        log.info("loaded %d services of reference data from %s", len(self.reference), s.topics.reference)
+        log.info(
+            "loaded %d services of reference data from %s", len(self.reference), s.topics.reference
+        )
         transactional_id = None
         if s.processing_guarantee == "exactly_once":
             transactional_id = f"{s.group_id}-{socket.gethostname()}-{os.getpid()}"
@@ -204,24 +214,33 @@ class PipelineService(mode.Service):
         return runner is not None and time.time() - runner.last_poll < HEALTH_STALE_SECONDS
 
 
+class WebAndAgentsOnly(BootStrategy):
+    """Start Faust's web server, agents and services, but no Faust Kafka client."""
+
+    enable_kafka = False
+
+
 def create_app(settings: Settings) -> tuple[faust.App, PipelineService]:
     """Build the Faust app with its pipeline service, batch agent and web views."""
     home = os.environ.get("STREAM_HOME", ".stream")
     os.makedirs(home, exist_ok=True)
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.bootstrap_servers}",
+        broker=f"kafka://{settings.bootstrap_servers}",  # required by Faust; never connected
         web_port=settings.web_port,
         web_host=settings.web_host,
         web_enabled=True,
         autodiscover=False,
-        topic_replication_factor=1,
-        producer_acks=1,
         datadir=os.path.join(home, f"faust-{settings.app_id}"),
     )
+    app.boot_strategy = WebAndAgentsOnly(app)
+    # Faust starts with flow control suspended and resumes it after its consumer's first
+    # rebalance; without that consumer the channel would never accept a batch.
+    app.flow_control.resume()
+
     batches = app.channel(maxsize=settings.max_inflight_batches)
     service = PipelineService(settings, batches, loop=None)
-    app.service(service)
+    app.service(service)  # type: ignore[arg-type]  # Faust accepts instances too
 
     @app.agent(batches, concurrency=1)
     async def process_batches(stream: Any) -> None:
@@ -231,7 +250,9 @@ def create_app(settings: Settings) -> tuple[faust.App, PipelineService]:
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
         # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 anyway.
-        return web.bytes(generate_latest(metrics.REGISTRY), content_type="text/plain; version=0.0.4")
+        return web.bytes(
+            generate_latest(metrics.REGISTRY), content_type="text/plain; version=0.0.4"
+        )
 
     @app.page("/health")
     async def health_view(web: Any, request: Any) -> Any:
