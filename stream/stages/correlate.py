@@ -1,0 +1,153 @@
+"""Correlate stage: windowed rules over event time, with exact, restorable state.
+
+The runner calls :meth:`Correlator.process` once per batch and partition,
+:meth:`Correlator.advance_idle` about every second, :meth:`Correlator.drain_changes`
+at each checkpoint (the entries go to the compacted changelog topic, changelog
+partition == input partition) and :meth:`Correlator.restore` on assignment.
+Semantics follow Kafka Streams (event-time windows, per-partition watermark =
+max event time - allowed lateness, a window closes when the watermark reaches
+``end + grace``); :mod:`stream.windows` documents each window type and rule.
+
+Outputs are final by default: one record per closed window and group whose
+condition holds. Because the watermark, the window contents and the
+"already emitted" markers are all in the changelog, restoring from the last
+checkpoint and replaying the events after it reproduces exactly the records
+an uninterrupted run would have produced after that checkpoint.
+
+Like every stage this one does no I/O. It does update two metrics, once per
+batch and rule: ``stream_late_events_total{rule}`` (late events, whatever the
+late policy) and ``stream_window_state_cap_hits_total{rule}`` (events refused
+because ``max_keys`` live state entries exist) — only the engine knows which
+rule an event was late for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Literal, NamedTuple
+
+from stream.errors import ConfigError
+from stream.models import Correlation, Event
+from stream.observability import metrics
+from stream.windows.compiled import CompiledRule, compile_rule
+from stream.windows.partition import PartitionState
+from stream.windows.rules import Rule
+from stream.windows.spec import RESERVED_RULE_NAMES, RuleSpec
+from stream.windows.store import KeyBudget
+
+LatePolicy = Literal["dlq", "drop"]
+
+
+class CorrelateResult(NamedTuple):
+    """Correlations produced by a batch, and the batch positions of late events.
+
+    ``late_indices`` are positions in the ``events`` passed to ``process``; it
+    is empty under ``late_policy="drop"`` (late events are still counted).
+    """
+
+    correlations: list[Correlation]
+    late_indices: list[int]
+
+
+class Correlator:
+    """Runs a rule set over the batches of every assigned partition."""
+
+    def __init__(
+        self,
+        rules: Sequence[RuleSpec | Rule],
+        *,
+        allowed_lateness_ms: int = 0,
+        idle_timeout_ms: int = 30_000,
+        late_policy: LatePolicy = "dlq",
+        max_keys: int = 1_000_000,
+        sample_size: int = 5,
+    ) -> None:
+        if allowed_lateness_ms < 0:
+            raise ConfigError("allowed_lateness_ms", "must be >= 0")
+        if idle_timeout_ms <= 0:
+            raise ConfigError("idle_timeout_ms", "must be > 0")
+        if late_policy not in ("dlq", "drop"):
+            raise ConfigError("late_policy", "must be dlq or drop")
+        if max_keys <= 0:
+            raise ConfigError("max_keys", "must be > 0")
+        if sample_size < 0:
+            raise ConfigError("sample_size", "must be >= 0")
+        self._rules: list[CompiledRule] = [compile_rule(rule) for rule in rules]
+        names = [rule.info.name for rule in self._rules]
+        for name in names:
+            if names.count(name) > 1:
+                raise ConfigError("rules", f"duplicate rule name {name!r}")
+            if name in RESERVED_RULE_NAMES:
+                raise ConfigError("rules", f"rule name {name!r} is reserved")
+        self._names = names
+        self._lateness = allowed_lateness_ms
+        self._idle_timeout = idle_timeout_ms
+        self._report_late = late_policy == "dlq"
+        self._sample_size = sample_size
+        self._budget = KeyBudget(max_keys)
+        self._partitions: dict[int, PartitionState] = {}
+        self._late_metric = [metrics.late_events_total.labels(rule=name) for name in names]
+        self._cap_metric = [metrics.window_state_cap_hits_total.labels(rule=name) for name in names]
+
+    def _partition(self, partition: int) -> PartitionState:
+        state = self._partitions.get(partition)
+        if state is None:
+            state = self._partitions[partition] = PartitionState(
+                self._rules, self._budget, lateness_ms=self._lateness, sample_size=self._sample_size
+            )
+        return state
+
+    def process(
+        self,
+        partition: int,
+        events: Sequence[Event],
+        event_times: Sequence[int],
+        now_ms: int,
+    ) -> CorrelateResult:
+        """Fold one partition's batch (offset order) in; ``event_times[i]`` is ``events[i]``'s."""
+        if not events:
+            return CorrelateResult([], [])
+        outcome = self._partition(partition).process(events, event_times, now_ms)
+        for n, counter in zip(outcome.late_per_rule, self._late_metric, strict=True):
+            if n:
+                counter.inc(n)
+        for n, counter in zip(outcome.refused_per_rule, self._cap_metric, strict=True):
+            if n:
+                counter.inc(n)
+        late = outcome.late_positions if self._report_late else []
+        return CorrelateResult(outcome.correlations, late)
+
+    def advance_idle(self, now_ms: int) -> list[Correlation]:
+        """Let idle partitions' watermarks follow the wall clock; returns what that closed."""
+        out: list[Correlation] = []
+        for state in self._partitions.values():
+            state.advance_idle(now_ms, self._idle_timeout, out)
+        return out
+
+    def drain_changes(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+        """Changelog entries changed since the last call: one per key, ``None`` = tombstone."""
+        state = self._partitions.get(partition)
+        return [] if state is None else state.drain()
+
+    def restore(self, partition: int, entries: Iterable[tuple[bytes, bytes | None]]) -> None:
+        """Replace the partition's state with the changelog's (later entries win)."""
+        self.drop_partition(partition)
+        self._partition(partition).restore(entries)
+
+    def drop_partition(self, partition: int) -> None:
+        """Forget a revoked partition's state (after the runner flushed it)."""
+        state = self._partitions.pop(partition, None)
+        if state is not None:
+            state.clear()
+
+    def stats(self) -> dict[str, int]:
+        """``{rule name: live state entries, ..., "bytes": approximate state size}``."""
+        totals = [0] * len(self._names)
+        size = 0
+        for state in self._partitions.values():
+            for i, n in enumerate(state.keys_per_rule()):
+                totals[i] += n
+            size += state.approx_bytes()
+        result = dict(zip(self._names, totals, strict=True))
+        result["bytes"] = size
+        return result
