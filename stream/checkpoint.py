@@ -83,9 +83,11 @@ class Checkpointer:
     def checkpoint(self, partitions: list[int] | None = None) -> None:
         """Make everything processed so far durable, then commit (only ``partitions`` if given)."""
         started = time.perf_counter()
-        targets = dict(self.pending) if partitions is None else {
-            p: self.pending[p] for p in partitions if p in self.pending
-        }
+        targets = (
+            dict(self.pending)
+            if partitions is None
+            else {p: self.pending[p] for p in partitions if p in self.pending}
+        )
         try:
             self._write_state(targets, self.assigned if partitions is None else set(partitions))
             offsets = [TopicPartition(self._input, p, off) for p, off in targets.items()]

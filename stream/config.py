@@ -100,9 +100,9 @@ class Settings(BaseSettings):
     max_batch: int = Field(default=10_000, gt=0, le=1_000_000)
     #: ``STREAM_COMMIT_INTERVAL``: seconds between checkpoints.
     commit_interval: float = Field(default=1.0, gt=0)
-    #: ``STREAM_COMMIT_EVERY``: checkpoint after this many records even if the interval has not passed.
+    #: ``STREAM_COMMIT_EVERY``: checkpoint after this many records, interval or not.
     commit_every: int = Field(default=200_000, gt=0)
-    #: ``STREAM_MAX_INFLIGHT_BATCHES``: batches queued between fetch and processing (backpressure bound).
+    #: ``STREAM_MAX_INFLIGHT_BATCHES``: batches queued between fetch and processing.
     max_inflight_batches: int = Field(default=4, gt=0)
     #: ``STREAM_SHUTDOWN_GRACE``: seconds to finish, flush and commit on SIGTERM (below k8s' 30 s).
     shutdown_grace: float = Field(default=25.0, gt=0)
@@ -165,15 +165,15 @@ class Settings(BaseSettings):
     def redacted(self) -> dict[str, Any]:
         """The settings as a dict safe to log: secrets and secret-looking Kafka keys masked."""
         data = self.model_dump(mode="json")
-        data["kafka"] = {
-            k: ("***" if _looks_secret(k) else v) for k, v in self.kafka.items()
-        }
+        data["kafka"] = {k: ("***" if _looks_secret(k) else v) for k, v in self.kafka.items()}
         return data
 
 
 def _looks_secret(key: str) -> bool:
     lowered = key.lower()
-    return any(word in lowered for word in ("password", "secret", "token", "key.pem", "credentials"))
+    return any(
+        word in lowered for word in ("password", "secret", "token", "key.pem", "credentials")
+    )
 
 
 def _format_validation_error(exc: PydanticValidationError) -> ConfigError:

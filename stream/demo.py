@@ -47,7 +47,10 @@ class Demo:
 
     def _run(self, *args: str) -> None:
         result = subprocess.run(
-            [sys.executable, "-m", "stream.cli", *args], env=self.env, capture_output=True, text=True
+            [sys.executable, "-m", "stream.cli", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
             raise FatalError(f"`stream {' '.join(args)}` failed: {result.stderr.strip()}")
@@ -64,24 +67,37 @@ class Demo:
         self._run("topics", "create", "--partitions", str(self.o.partitions))
         from stream.loadgen.broker import seed_reference_data
 
-        seed_reference_data(bootstrap, os.environ.get("STREAM_TOPICS__REFERENCE", "reference.services"), DEMO_SOURCES)
+        seed_reference_data(
+            bootstrap,
+            os.environ.get("STREAM_TOPICS__REFERENCE", "reference.services"),
+            DEMO_SOURCES,
+        )
         ports = [self.o.web_port + i for i in range(self.o.workers)]
-        logs = open(os.path.join(os.environ.get("STREAM_HOME", ".stream"), "demo-workers.log"), "ab")  # noqa: SIM115
+        home = os.environ.get("STREAM_HOME", ".stream")
+        os.makedirs(home, exist_ok=True)
+        logs = open(os.path.join(home, "demo-workers.log"), "ab")  # noqa: SIM115 - children write to it
         for port in ports:
             self._stream("worker", "--web-port", str(port), stdout=logs, stderr=logs)
         print(f"workers: {len(ports)} (metrics on ports {ports}; logs in {logs.name})", flush=True)
         loadgen_args = [
             "loadgen",
-            "--rate", str(self.o.rate),
-            "--invalid-ratio", str(self.o.invalid_ratio),
-            "--sources", str(DEMO_SOURCES),
+            "--rate",
+            str(self.o.rate),
+            "--invalid-ratio",
+            str(self.o.invalid_ratio),
+            "--sources",
+            str(DEMO_SOURCES),
         ]
         if self.o.duration:
             loadgen_args += ["--duration", str(self.o.duration)]
         else:
             loadgen_args += ["--duration", str(10**9)]
         loadgen = self._stream(*loadgen_args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        print(f"load generator: {self.o.rate} events/s, {self.o.invalid_ratio:.0%} invalid. Ctrl-C to stop.\n", flush=True)
+        print(
+            f"load generator: {self.o.rate} events/s, {self.o.invalid_ratio:.0%} invalid. "
+            "Ctrl-C to stop.\n",
+            flush=True,
+        )
         try:
             self._watch(ports, loadgen)
         except KeyboardInterrupt:
@@ -90,7 +106,11 @@ class Demo:
             final = self._stop(ports)
         if final is not None:
             print("\nfinal:", self._line(final, 0.0))
-        print("broker still running: stop it with `stream broker stop`" if not os.environ.get("STREAM_BOOTSTRAP_SERVERS") else "")
+        print(
+            "broker still running: stop it with `stream broker stop`"
+            if not os.environ.get("STREAM_BOOTSTRAP_SERVERS")
+            else ""
+        )
         return 0
 
     def _collect(self, ports: list[int]) -> Sample | None:

@@ -105,6 +105,22 @@ correlation_decoder: Final = msgspec.json.Decoder(Correlation)
 encoder: Final = msgspec.json.Encoder()
 
 
+#: Output keys the enrich stage adds; an input already using them is re-encoded instead of spliced.
+RESERVED_OUTPUT_KEYS: Final = (b'"event_time_ms"', b'"enrichment"')
+SPLICE_FORMAT: Final = b'%s,"event_time_ms":%d,"enrichment":%s}'
+
+
+def splice_enriched(raw: bytes, event_time_ms: int, enrichment_json: bytes) -> bytes:
+    """Append ``event_time_ms`` and ``enrichment`` to the validated input JSON object.
+
+    ``raw`` must be a record value that decoded into an :class:`Event` (so it is
+    one JSON object and ends with ``}`` after trailing whitespace) and must not
+    contain :data:`RESERVED_OUTPUT_KEYS`. Reusing the producer's bytes skips a
+    re-encode per event and keeps fields the contract does not name.
+    """
+    return SPLICE_FORMAT % (raw.rstrip()[:-1], event_time_ms, enrichment_json)
+
+
 def encode_enriched(event: Event, event_time_ms: int, enrichment_json: bytes) -> bytes:
     """Encode an enriched event without building a new object per event.
 
@@ -114,7 +130,7 @@ def encode_enriched(event: Event, event_time_ms: int, enrichment_json: bytes) ->
     with ``}``, so splicing the suffix in is safe.
     """
     body = encoder.encode(event)
-    return b"%s,\"event_time_ms\":%d,\"enrichment\":%s}" % (body[:-1], event_time_ms, enrichment_json)
+    return b'%s,"event_time_ms":%d,"enrichment":%s}' % (body[:-1], event_time_ms, enrichment_json)
 
 
 class EnrichedEvent(msgspec.Struct, gc=False, omit_defaults=True):

@@ -101,8 +101,12 @@ class BatchRunner:
         self._labels_consumed = metrics.events_consumed_total.labels(topic=self._input)
         self._labels_enriched = metrics.events_produced_total.labels(topic=self._enriched)
         self._labels_corr_topic = metrics.events_produced_total.labels(topic=self._correlations)
-        self._processed = {s: metrics.events_processed_total.labels(stage=s) for s in (VALIDATE, ENRICH, CORRELATE)}
-        self._stage_time = {s: metrics.stage_duration_seconds.labels(stage=s) for s in (VALIDATE, ENRICH, CORRELATE)}
+        self._processed = {
+            s: metrics.events_processed_total.labels(stage=s) for s in (VALIDATE, ENRICH, CORRELATE)
+        }
+        self._stage_time = {
+            s: metrics.stage_duration_seconds.labels(stage=s) for s in (VALIDATE, ENRICH, CORRELATE)
+        }
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -130,7 +134,7 @@ class BatchRunner:
     # -- fetching -------------------------------------------------------------------------------
 
     def fetch(self, timeout: float = 0.0) -> Batch | None:
-        """Take up to ``max_batch`` records already fetched by librdkafka (non-blocking by default)."""
+        """Take up to ``max_batch`` records librdkafka already fetched (non-blocking by default)."""
         records = self._consumer.consume(self.settings.max_batch, timeout)
         self.last_poll = self._wall()
         if not records:
@@ -165,7 +169,8 @@ class BatchRunner:
         parts = [m.partition() for m in good]
 
         t0 = time.perf_counter()
-        result = self._validator.validate([m.value() for m in good])
+        values = [m.value() for m in good]
+        result = self._validator.validate(values)
         t1 = time.perf_counter()
         self._stage_time[VALIDATE].observe(t1 - t0)
         if result.rejects:
@@ -173,7 +178,7 @@ class BatchRunner:
         events, times, indices = result.events, result.event_times, result.indices
         self._processed[VALIDATE].inc(len(events))
 
-        enriched = self._enricher.enrich(events, times)
+        enriched = self._enricher.enrich(events, times, [values[i] for i in indices])
         keys = [good[i].key() for i in indices]
         for j, key in enumerate(keys):
             if key is None:
@@ -228,7 +233,9 @@ class BatchRunner:
                 js = [j for j in js if good[indices[j]].offset() >= skip_below]
                 if not js:
                     continue
-            result = self._correlator.process(p, [events[j] for j in js], [times[j] for j in js], now_ms)
+            result = self._correlator.process(
+                p, [events[j] for j in js], [times[j] for j in js], now_ms
+            )
             applied += len(js)
             for late in result.late_indices:
                 self._dlq.write(
@@ -258,7 +265,9 @@ class BatchRunner:
     def _reject_validation(self, good: list[Message], rejects: list) -> None:  # type: ignore[type-arg]
         counts: Counter[str] = Counter()
         for r in rejects:
-            self._dlq.write(good[r.position], stage=VALIDATE, error_class=r.error_class, message=r.message)
+            self._dlq.write(
+                good[r.position], stage=VALIDATE, error_class=r.error_class, message=r.message
+            )
             counts[r.error_class] += 1
         for cls, count in counts.items():
             metrics.events_rejected_total.labels(stage=VALIDATE, error_class=cls).inc(count)
@@ -278,9 +287,7 @@ class BatchRunner:
 
     def _still_owned(self, records: list[Message], epoch: int) -> list[Message]:
         assigned = self._assigned
-        return [
-            m for m in records if (e := assigned.get(m.partition())) is not None and e <= epoch
-        ]
+        return [m for m in records if (e := assigned.get(m.partition())) is not None and e <= epoch]
 
     def _handle_errors(self, errored: Iterable[Message]) -> None:
         for m in errored:
@@ -295,7 +302,7 @@ class BatchRunner:
     # -- periodic work --------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Close idle windows, checkpoint when due, refresh lag gauges. Called about every second."""
+        """Close idle windows, checkpoint when due, refresh lag gauges (about every second)."""
         now_ms = int(self._wall() * 1000)
         if self.failed is not None:
             return
@@ -313,11 +320,13 @@ class BatchRunner:
             tp = TopicPartition(self._input, p)
             try:
                 _, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            except Exception:  # noqa: BLE001 - metrics must never break processing
+            except Exception:
                 continue
             position = self.checkpointer.pending.get(p, self.checkpointer.committed.get(p))
             if high >= 0 and position is not None:
-                metrics.consumer_lag.labels(topic=self._input, partition=str(p)).set(max(high - position, 0))
+                metrics.consumer_lag.labels(topic=self._input, partition=str(p)).set(
+                    max(high - position, 0)
+                )
         stats = self._correlator.stats()
         for rule, keys in stats.items():
             if rule == "bytes":
@@ -343,7 +352,9 @@ class BatchRunner:
             if self.failed is None:
                 self.checkpointer.checkpoint(None if self._eos else revoked)
         except StreamError:
-            log.exception("checkpoint on revocation failed; the new owner replays from the last commit")
+            log.exception(
+                "checkpoint on revocation failed; the new owner replays from the last commit"
+            )
         self._drop(revoked)
         metrics.rebalances_total.labels(kind="revoke").inc()
         log.info("revoked partitions %s of %s", revoked, self._input)
@@ -384,4 +395,3 @@ class BatchRunner:
             len(entries),
             state_offset,
         )
-

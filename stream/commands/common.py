@@ -50,7 +50,9 @@ def fail(message: str, code: int = EXIT_RUNTIME) -> int:
     return code
 
 
-def friendly_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+def friendly_errors(
+    func: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
     """Turn the project's errors and Ctrl-C into one line and an exit code."""
 
     @functools.wraps(func)

@@ -1,4 +1,4 @@
-"""``stream demo``: local broker, topics, reference data, worker(s) and load, with a live summary."""
+"""``stream demo``: local broker, topics, reference data, workers and load, live summary."""
 
 from __future__ import annotations
 
@@ -12,20 +12,36 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "demo",
         help="run the whole pipeline locally with a live summary",
         description=(
-            "Start a local Apache Kafka broker (unless STREAM_BOOTSTRAP_SERVERS is set), create the "
+            "Start a local Apache Kafka broker (unless STREAM_BOOTSTRAP_SERVERS is set), "
+            "create the "
             "topics, seed reference data, start worker(s) and the load generator, and print a live "
             "summary (events in/out per stage, DLQ, correlations, events/s, lag) until Ctrl-C or "
             "--duration. Workers get SIGTERM at the end and commit cleanly; the broker keeps "
             "running (stop it with `stream broker stop`)."
         ),
     )
-    parser.add_argument("--duration", type=float, default=0, help="seconds to run; 0 = until Ctrl-C (default)")
-    parser.add_argument("--rate", type=int, default=20_000, help="events/s offered by the load generator (default 20000)")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes in the group (default 1)")
-    parser.add_argument("--partitions", type=int, default=4, help="partitions of new topics (default 4)")
-    parser.add_argument("--invalid-ratio", type=float, default=0.02, help="share of invalid events (default 0.02)")
+    parser.add_argument(
+        "--duration", type=float, default=0, help="seconds to run; 0 = until Ctrl-C (default)"
+    )
+    parser.add_argument(
+        "--rate",
+        type=int,
+        default=20_000,
+        help="events/s offered by the load generator (default 20000)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="worker processes in the group (default 1)"
+    )
+    parser.add_argument(
+        "--partitions", type=int, default=4, help="partitions of new topics (default 4)"
+    )
+    parser.add_argument(
+        "--invalid-ratio", type=float, default=0.02, help="share of invalid events (default 0.02)"
+    )
     parser.add_argument("--port", type=int, default=9092, help="local broker port (default 9092)")
-    parser.add_argument("--web-port", type=int, default=6066, help="first worker's metrics port (default 6066)")
+    parser.add_argument(
+        "--web-port", type=int, default=6066, help="first worker's metrics port (default 6066)"
+    )
     parser.set_defaults(func=run_demo)
 
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from stream.commands.common import add_config_args, friendly_errors, quiet_librdkafka, settings_from_args
+from stream.commands.common import (
+    add_config_args,
+    friendly_errors,
+    quiet_librdkafka,
+    settings_from_args,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -20,17 +25,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     create = actions.add_parser("create", help="create missing topics")
     add_config_args(create)
-    create.add_argument("--partitions", type=int, default=8, help="partitions per topic (default 8)")
     create.add_argument(
-        "--reference-partitions", type=int, default=1, help="partitions of the reference topic (default 1)"
+        "--partitions", type=int, default=8, help="partitions per topic (default 8)"
+    )
+    create.add_argument(
+        "--reference-partitions",
+        type=int,
+        default=1,
+        help="partitions of the reference topic (default 1)",
     )
     create.set_defaults(func=run_create)
 
 
 @friendly_errors
 def run_create(args: argparse.Namespace) -> int:
-    from stream.kafka.admin import check_cluster, create_topics, partition_count, TopicSpec
     from stream.errors import ConfigError
+    from stream.kafka.admin import TopicSpec, check_cluster, create_topics, partition_count
 
     if args.partitions < 1:
         raise ConfigError("--partitions", "must be at least 1")
@@ -58,7 +68,8 @@ def run_create(args: argparse.Namespace) -> int:
     if changelog is not None and changelog != partitions:
         raise ConfigError(
             "topics.changelog",
-            f"{settings.changelog_topic} has {changelog} partitions but {t.input} has {partitions}; "
+            f"{settings.changelog_topic} has {changelog} partitions but {t.input} has "
+            f"{partitions}; "
             "they must match",
         )
     return 0

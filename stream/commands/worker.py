@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from stream.commands.common import add_config_args, friendly_errors, quiet_librdkafka, settings_from_args
+from stream.commands.common import (
+    add_config_args,
+    friendly_errors,
+    quiet_librdkafka,
+    settings_from_args,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -13,7 +18,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="run a worker (consumer group member) of the pipeline",
         description=(
             "Consume the input topic as a member of the consumer group, run every event through "
-            "validate -> enrich -> correlate, write events.enriched / events.correlations / events.dlq, "
+            "validate -> enrich -> correlate, write events.enriched / events.correlations / "
+            "events.dlq, "
             "and commit offsets only after outputs and window state are durable. Serves /metrics, "
             "/health and /ready on --web-port. SIGTERM: stop fetching, finish the batch, flush, "
             "commit, leave the group. Run as many workers as the input topic has partitions."
@@ -21,7 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     add_config_args(parser)
     parser.add_argument("--group-id", help="consumer group (default: stream-workers)")
-    parser.add_argument("--web-port", type=int, help="port for /metrics /health /ready (default 6066)")
+    parser.add_argument(
+        "--web-port", type=int, help="port for /metrics /health /ready (default 6066)"
+    )
     parser.add_argument(
         "--guarantee",
         choices=["at_least_once", "exactly_once"],
@@ -54,11 +62,20 @@ def run_worker(args: argparse.Namespace) -> int:
     t = settings.topics
     missing = [
         name
-        for name in (t.input, t.enriched, t.correlations, t.dlq, t.reference, settings.changelog_topic)
+        for name in (
+            t.input,
+            t.enriched,
+            t.correlations,
+            t.dlq,
+            t.reference,
+            settings.changelog_topic,
+        )
         if partition_count(metadata, name) is None
     ]
     if missing:
-        raise FatalError(f"missing topics: {', '.join(missing)}; create them with `stream topics create`")
+        raise FatalError(
+            f"missing topics: {', '.join(missing)}; create them with `stream topics create`"
+        )
 
     if not args.no_uvloop:
         import uvloop

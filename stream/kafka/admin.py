@@ -33,14 +33,18 @@ def check_cluster(conf: dict[str, str], timeout: float = 10.0) -> ClusterMetadat
             KafkaError._AUTHENTICATION,
             KafkaError.SASL_AUTHENTICATION_FAILED,
         ):
-            raise FatalError(f"authentication to {conf.get('bootstrap.servers')} failed: {err.str()}") from None
+            raise FatalError(
+                f"authentication to {conf.get('bootstrap.servers')} failed: {err.str()}"
+            ) from None
         raise BrokerUnavailableError(
             f"cannot reach Kafka at {conf.get('bootstrap.servers')} within {timeout:.0f}s. "
             "Start one with `stream broker start`, or set STREAM_BOOTSTRAP_SERVERS."
         ) from None
 
 
-def create_topics(conf: dict[str, str], specs: Iterable[TopicSpec], timeout: float = 30.0) -> list[str]:
+def create_topics(
+    conf: dict[str, str], specs: Iterable[TopicSpec], timeout: float = 30.0
+) -> list[str]:
     """Create the topics that do not exist yet; return the names created."""
     admin = admin_client(conf)
     existing = set(admin.list_topics(timeout=timeout).topics)

@@ -26,12 +26,16 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(body).decode()
 
 
-def configure_logging(fmt: Literal["auto", "json", "text"] = "auto", level: str = "INFO") -> logging.Handler:
+def configure_logging(
+    fmt: Literal["auto", "json", "text"] = "auto", level: str = "INFO"
+) -> logging.Handler:
     """Install one stderr handler on the root logger and return it."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter() if use_json else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+        JsonFormatter()
+        if use_json
+        else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

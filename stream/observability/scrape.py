@@ -16,9 +16,7 @@ class Sample:
 
     def total(self, name: str, **labels: str) -> float:
         wanted = set(labels.items())
-        return sum(
-            v for (n, lbls), v in self.values.items() if n == name and wanted <= set(lbls)
-        )
+        return sum(v for (n, lbls), v in self.values.items() if n == name and wanted <= set(lbls))
 
     def merge(self, other: Sample) -> Sample:
         merged = dict(self.values)

@@ -40,7 +40,9 @@ def seed_reference(topics: PipelineTopics) -> dict[str, dict[str, str | int]]:
     import orjson
 
     data = reference_data(SOURCES)
-    produce(topics.bootstrap, topics.reference, ((k.encode(), orjson.dumps(v)) for k, v in data.items()))
+    produce(
+        topics.bootstrap, topics.reference, ((k.encode(), orjson.dumps(v)) for k, v in data.items())
+    )
     return data
 
 
@@ -49,7 +51,9 @@ def all_committed(topics: PipelineTopics) -> bool:
     return committed_offsets(topics.bootstrap, topics.group, topics.input) == ends
 
 
-def test_valid_enriched_once_invalid_in_dlq_offsets_committed(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_valid_enriched_once_invalid_in_dlq_offsets_committed(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     topics = PipelineTopics(kafka_bootstrap, partitions=4).create()
     reference = seed_reference(topics)
     records = list(generate(10_000, seed=7, invalid_ratio=0.05, sources=SOURCES))
@@ -62,11 +66,15 @@ def test_valid_enriched_once_invalid_in_dlq_offsets_committed(kafka_bootstrap: s
     worker = WorkerProcess(topics, tmp_path)
     try:
         worker.wait_ready()
-        wait_until(lambda: all_committed(topics), timeout=90, message="offsets committed to the log end")
+        wait_until(
+            lambda: all_committed(topics), timeout=90, message="offsets committed to the log end"
+        )
     finally:
         assert worker.stop() == 0, worker.log()
 
-    enriched = [enriched_decoder.decode(m.value()) for m in read_all(kafka_bootstrap, topics.enriched)]
+    enriched = [
+        enriched_decoder.decode(m.value()) for m in read_all(kafka_bootstrap, topics.enriched)
+    ]
     ids = collections.Counter(e.event_id for e in enriched)
     assert set(ids) == set(valid), "exactly the valid events are enriched"
     assert max(ids.values()) == 1, "each valid event once"
@@ -96,7 +104,9 @@ def test_valid_enriched_once_invalid_in_dlq_offsets_committed(kafka_bootstrap: s
     )
 
 
-def test_restarted_worker_does_not_reprocess_committed(kafka_bootstrap: str, tmp_path: Path) -> None:
+def test_restarted_worker_does_not_reprocess_committed(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
     topics = PipelineTopics(kafka_bootstrap, partitions=3).create()
     seed_reference(topics)
     records = list(generate(3_000, seed=11, sources=SOURCES))
@@ -118,7 +128,8 @@ def test_restarted_worker_does_not_reprocess_committed(kafka_bootstrap: str, tmp
     finally:
         assert second.stop() == 0, second.log()
     ids = collections.Counter(
-        enriched_decoder.decode(m.value()).event_id for m in read_all(kafka_bootstrap, topics.enriched)
+        enriched_decoder.decode(m.value()).event_id
+        for m in read_all(kafka_bootstrap, topics.enriched)
     )
     assert len(ids) == 3_000
     assert max(ids.values()) == 1, "nothing committed was processed again"

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -88,7 +88,15 @@ class PipelineTopics:
     def create(self) -> PipelineTopics:
         """Create the topics with ``stream topics create`` (the product's own command)."""
         result = subprocess.run(
-            [sys.executable, "-m", "stream.cli", "topics", "create", "--partitions", str(self.partitions)],
+            [
+                sys.executable,
+                "-m",
+                "stream.cli",
+                "topics",
+                "create",
+                "--partitions",
+                str(self.partitions),
+            ],
             env=self.env(),
             capture_output=True,
             text=True,
@@ -101,8 +109,14 @@ class PipelineTopics:
 class WorkerProcess:
     """One ``stream worker`` subprocess with its own metrics port and log file."""
 
-    def __init__(self, topics: PipelineTopics, home: Path, *, extra_env: dict[str, str] | None = None,
-                 args: Iterable[str] = ()) -> None:
+    def __init__(
+        self,
+        topics: PipelineTopics,
+        home: Path,
+        *,
+        extra_env: dict[str, str] | None = None,
+        args: Iterable[str] = (),
+    ) -> None:
         self.port = free_port()
         self.log_path = home / f"worker-{self.port}.log"
         env = topics.env(STREAM_HOME=str(home), **(extra_env or {}))
@@ -154,7 +168,9 @@ class WorkerProcess:
 
 
 def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]]) -> int:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True}
+    )
     n = 0
     for key, value in records:
         while True:
@@ -173,7 +189,9 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "offset-reader"})
     try:
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+        return {
+            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
+        }
     finally:
         c.close()
 
@@ -182,12 +200,17 @@ def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     partitions = end_offsets(bootstrap, topic).keys()
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
     try:
-        return {tp.partition: tp.offset for tp in c.committed([TopicPartition(topic, p) for p in partitions], timeout=10)}
+        return {
+            tp.partition: tp.offset
+            for tp in c.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        }
     finally:
         c.close()
 
 
-def read_all(bootstrap: str, topic: str, *, read_committed: bool = True, timeout: float = 60.0) -> list[Message]:
+def read_all(
+    bootstrap: str, topic: str, *, read_committed: bool = True, timeout: float = 60.0
+) -> list[Message]:
     """Every record of ``topic`` from the beginning to its current end."""
     ends = end_offsets(bootstrap, topic)
     c = Consumer(
@@ -217,7 +240,9 @@ def read_all(bootstrap: str, topic: str, *, read_committed: bool = True, timeout
         c.close()
 
 
-def wait_until(predicate, timeout: float = 60.0, interval: float = 0.5, message: str = "condition") -> None:  # type: ignore[no-untyped-def]
+def wait_until(
+    predicate, timeout: float = 60.0, interval: float = 0.5, message: str = "condition"
+) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
