@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     error_counts = (
         app.Table("error-counts", default=int, partitions=partitions)
         .tumbling(window_s, expires=timedelta(seconds=window_s * 10))
-        .relative_to_field(ErrorEvent.event_time)
+        .relative_to_field(ErrorEvent.event_time)  # type: ignore[arg-type]
     )
 
     errors_sent = 0
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             errors_counted += 1
             check_finished()
 
-    @app.task
+    @app.task  # type: ignore[untyped-decorator]
     async def stop_when_finished() -> None:
         try:
             await asyncio.wait_for(finished.wait(), args.timeout)

@@ -83,7 +83,18 @@ def main(argv: list[str] | None = None) -> int:
     ) -> dict[str, Any]:
         return correlation(key, window["start"], window["end"], window["value"])
 
-    def on_late(*_args: Any) -> bool:
+    def on_late(
+        value: Any,
+        key: Any,
+        timestamp_ms: int,
+        late_by_ms: int,
+        start: int,
+        end: int,
+        store_name: str,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> bool:
         tally.extra["late"] = tally.extra.get("late", 0) + 1
         return False  # counted, not logged: the generator sends late events on purpose
 

@@ -381,6 +381,7 @@ def _run_in_process(options: LoadOptions, progress: Progress) -> LoadReport:
     def started() -> None:
         nonlocal start
         start = time.monotonic()
+        progress.restart()
 
     def on_tick(elapsed: float) -> None:
         if progress.due():
@@ -419,6 +420,7 @@ def _run_in_processes(options: LoadOptions, progress: Progress) -> LoadReport:
             stop.set()
             first_error = "a producer process failed to start"
         start = time.monotonic()
+        progress.restart()
         while any(child.is_alive() for child in children):
             for child in children:
                 child.join(0.1)

@@ -48,6 +48,11 @@ class Progress:
         self._last_sent = 0
         self._drawn = False
 
+    def restart(self) -> None:
+        """Measure the rate from now (sending starts after the producers are set up)."""
+        self._last_time = time.monotonic()
+        self._last_sent = 0
+
     def due(self) -> bool:
         return self._enabled and time.monotonic() - self._last_time >= self._interval
 
