@@ -202,6 +202,11 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
             loaded = {}
         if not isinstance(loaded, dict):
             raise ConfigError("--config", f"{file} must contain a mapping at the top level")
+        # The issue-tracker shape puts ``rules:`` at the top level; it belongs to ``correlate``.
+        if "rules" in loaded:
+            correlate = dict(loaded.get("correlate") or {})
+            correlate["rules"] = loaded.pop("rules")
+            loaded["correlate"] = correlate
         data.update(loaded)
     data.update(overrides)
     try:

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from stream.errors import FatalError
+from stream.pipelines import DEMO_PIPELINE
 from stream.observability.scrape import Sample, scrape
 
 #: Sources the load generator draws from; the reference data covers most of them.
@@ -63,7 +64,7 @@ class Demo:
             print(f"starting a local Kafka broker on 127.0.0.1:{self.o.port} ...", flush=True)
             bootstrap = localbroker.start(self.o.port)
         self.env["STREAM_BOOTSTRAP_SERVERS"] = bootstrap
-        print(f"broker: {bootstrap}", flush=True)
+        print(f"broker: {bootstrap}; pipeline: {DEMO_PIPELINE}", flush=True)
         self._run("topics", "create", "--partitions", str(self.o.partitions))
         from stream.loadgen.broker import seed_reference_data
 
@@ -77,7 +78,15 @@ class Demo:
         os.makedirs(home, exist_ok=True)
         logs = open(os.path.join(home, "demo-workers.log"), "ab")  # noqa: SIM115 - children write to it
         for port in ports:
-            self._stream("worker", "--web-port", str(port), stdout=logs, stderr=logs)
+            self._stream(
+                "worker",
+                "--config",
+                str(DEMO_PIPELINE),
+                "--web-port",
+                str(port),
+                stdout=logs,
+                stderr=logs,
+            )
         print(f"workers: {len(ports)} (metrics on ports {ports}; logs in {logs.name})", flush=True)
         loadgen_args = [
             "loadgen",
