@@ -45,6 +45,7 @@ from stream.kafka.producer import OutputProducer
 from stream.kafka.reader import TopicTail, read_partition_to_end
 from stream.models import ServiceInfo, service_info_decoder
 from stream.observability import metrics
+from stream.observability.tracing import BatchTracer
 from stream.runner import Batch, BatchRunner
 from stream.stages.correlate import Correlator
 from stream.stages.enrich import Enricher, ReferenceTable
@@ -140,6 +141,13 @@ class PipelineService(mode.Service):
                 sample_size=correlate.sample_size,
             ),
             read_changelog=self._changelog_reader(base),
+            tracer=(
+                BatchTracer(
+                    topic=s.topics.input, group=s.group_id, sample_ratio=s.tracing_sample_ratio
+                )
+                if s.tracing
+                else None
+            ),
         )
         self.runner.start()
         self.ready = True

@@ -29,9 +29,11 @@ from stream.checkpoint import STATE_OFFSET_KEY, Checkpointer
 from stream.config import Settings
 from stream.errors import FatalError, StreamError
 from stream.kafka.dlq import DlqWriter
+from stream.kafka.headers import TRACEPARENT, TRACESTATE, header_value
 from stream.kafka.producer import OutputProducer
 from stream.models import Correlation, encoder
 from stream.observability import metrics
+from stream.observability.tracing import BatchTracer
 from stream.stages.correlate import Correlator
 from stream.stages.enrich import Enricher
 from stream.stages.validate import Validator
@@ -63,9 +65,12 @@ class BatchRunner:
         enricher: Enricher,
         correlator: Correlator,
         read_changelog: ChangelogReader,
+        tracer: BatchTracer | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self._tracer = tracer
+        self._traceparents: list[bytes] = []
         self._consumer = consumer
         self._producer = producer
         self._validator = validator
@@ -95,6 +100,7 @@ class BatchRunner:
         #: partition -> input offset the restored window state already reflects
         self._state_offsets: dict[int, int] = {}
         self.last_poll = 0.0
+        self._last_stage_seconds: dict[str, float] = {}
         #: Set when a batch failed mid-way: from then on nothing is committed (the
         #: worker stops and the group replays from the last commit).
         self.failed: BaseException | None = None
@@ -147,11 +153,20 @@ class BatchRunner:
         """Process one batch; any exception poisons the runner so nothing more is committed."""
         if self.failed is not None:
             return
+        start_ns = time.time_ns()
         try:
             self._process(batch)
         except BaseException as exc:
             self.failed = exc
             raise
+        if self._tracer is not None:
+            self._tracer.record_batch(
+                start_ns=start_ns,
+                end_ns=time.time_ns(),
+                records=len(batch.records),
+                traceparents=self._traceparents,
+                stage_seconds=self._last_stage_seconds,
+            )
 
     def _process(self, batch: Batch) -> None:
         records = batch.records
@@ -183,7 +198,9 @@ class BatchRunner:
         for j, key in enumerate(keys):
             if key is None:
                 keys[j] = events[j].source.encode()
-        self._producer.produce_values(self._enriched, enriched.values, keys)
+        self._producer.produce_values(
+            self._enriched, enriched.values, keys, self._trace_headers(good, indices)
+        )
         t2 = time.perf_counter()
         self._stage_time[ENRICH].observe(t2 - t1)
         self._processed[ENRICH].inc(len(events))
@@ -192,7 +209,9 @@ class BatchRunner:
             metrics.enrichment_degraded_total.inc(enriched.degraded)
 
         self._correlate(good, parts, events, times, indices, int(now_s * 1000))
-        self._stage_time[CORRELATE].observe(time.perf_counter() - t2)
+        t3 = time.perf_counter()
+        self._stage_time[CORRELATE].observe(t3 - t2)
+        self._last_stage_seconds = {VALIDATE: t1 - t0, ENRICH: t2 - t1, CORRELATE: t3 - t2}
 
         nexts = self._next_offsets(good, parts)
         self.checkpointer.record_progress(nexts, n)
@@ -206,6 +225,28 @@ class BatchRunner:
             metrics.end_to_end_latency_seconds.observe(max(self._wall() - last_ts / 1000.0, 0.0))
         if times:
             metrics.event_time_lag_seconds.observe(max(now_s - times[-1] / 1000.0, 0.0))
+
+    def _trace_headers(
+        self, good: list[Message], indices: list[int]
+    ) -> list[list[tuple[str, bytes]] | None] | None:
+        """``traceparent`` (and ``tracestate``) of each valid input, for its enriched output.
+
+        None — the common case — when no record in the batch has headers at all.
+        """
+        carried = [good[i].headers() for i in indices]
+        self._traceparents = []
+        if not any(carried):
+            return None
+        out: list[list[tuple[str, bytes]] | None] = []
+        for hdrs in carried:
+            parent = header_value(hdrs, TRACEPARENT) if hdrs else None
+            if parent is None:
+                out.append(None)
+                continue
+            self._traceparents.append(parent)
+            state = header_value(hdrs, TRACESTATE)
+            out.append([(TRACEPARENT, parent)] + ([(TRACESTATE, state)] if state else []))
+        return out
 
     def _correlate(
         self,

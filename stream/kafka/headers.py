@@ -22,6 +22,7 @@ DLQ_FAILED_AT: Final = "dlq.failed_at"
 REPLAYED: Final = "dlq.replayed"
 #: W3C trace context, propagated from input to outputs.
 TRACEPARENT: Final = "traceparent"
+TRACESTATE: Final = "tracestate"
 
 Headers = list[tuple[str, bytes]]
 

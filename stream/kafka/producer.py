@@ -73,15 +73,29 @@ class OutputProducer:
             except BufferError:
                 self._producer.poll(0.05)
 
-    def produce_values(self, topic: str, values: list[bytes], keys: list[bytes | None]) -> None:
-        """Queue many records: the hot path's loop, kept free of per-record attribute lookups."""
+    def produce_values(
+        self,
+        topic: str,
+        values: list[bytes],
+        keys: list[bytes | None],
+        headers: list[list[tuple[str, bytes]] | None] | None = None,
+    ) -> None:
+        """Queue many records: the hot path's loop, kept free of per-record attribute lookups.
+
+        ``headers`` (optional, aligned with ``values``) is only passed when some input
+        record carried trace context; most batches take the header-less loop.
+        """
         produce = self._produce
+        if headers is None:
+            for i, value in enumerate(values):
+                try:
+                    produce(topic, value, keys[i])
+                except BufferError:
+                    self._producer.poll(0.05)
+                    self.produce(topic, value, keys[i])
+            return
         for i, value in enumerate(values):
-            try:
-                produce(topic, value, keys[i])
-            except BufferError:
-                self._producer.poll(0.05)
-                self.produce(topic, value, keys[i])
+            self.produce(topic, value, keys[i], headers=headers[i])
 
     def poll(self) -> None:
         """Serve delivery callbacks without blocking."""

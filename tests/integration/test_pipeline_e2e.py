@@ -133,3 +133,50 @@ def test_restarted_worker_does_not_reprocess_committed(
     )
     assert len(ids) == 3_000
     assert max(ids.values()) == 1, "nothing committed was processed again"
+
+
+def test_traceparent_propagates_and_batch_spans_link_to_it(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    from confluent_kafka import Producer
+
+    topics = PipelineTopics(kafka_bootstrap, partitions=2).create()
+    records = list(generate(200, seed=3, sources=SOURCES))
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    for i, r in enumerate(records):
+        headers = (
+            [("traceparent", f"00-{trace_id}-{i + 1:016x}-01".encode())] if i % 2 == 0 else None
+        )
+        producer.produce(topics.input, r.value, r.key, headers=headers)
+    assert producer.flush(30) == 0
+
+    worker = WorkerProcess(
+        topics,
+        tmp_path,
+        extra_env={
+            "STREAM_TRACING": "true",
+            "STREAM_TRACING_SAMPLE_RATIO": "1.0",
+            "OTEL_TRACES_EXPORTER": "console",
+        },
+    )
+    try:
+        worker.wait_ready()
+        wait_until(lambda: all_committed(topics), timeout=90, message="offsets committed")
+    finally:
+        assert worker.stop() == 0, worker.log()
+
+    by_id = {r.event_id: i for i, r in enumerate(records)}
+    enriched = read_all(kafka_bootstrap, topics.enriched)
+    assert len(enriched) == 200
+    for m in enriched:
+        i = by_id[enriched_decoder.decode(m.value()).event_id]
+        parent = h.header_value(m.headers(), h.TRACEPARENT)
+        if i % 2 == 0:
+            assert parent == f"00-{trace_id}-{i + 1:016x}-01".encode()
+        else:
+            assert parent is None
+    log = worker.log_path.read_text()
+    assert f'"name": "process {topics.input}"' in log
+    assert '"messaging.system": "kafka"' in log
+    assert f'"trace_id": "0x{trace_id}"' in log, "batch spans link to the producers' traces"
