@@ -1,0 +1,137 @@
+"""End-to-end latency at a fixed offered rate: produce time of an input record to
+append time of its enriched output record, matched by ``event_id``.
+
+Each latency run gets its own, empty input topic, so the system is caught up
+by construction. After a warm-up (``WARMUP`` records, waited for until they
+are all out) the load generator offers ``rate`` events/s for ``seconds``; the
+input records' timestamps are the producer's CreateTime, the output topics
+stamp LogAppendTime (see ``cluster``). Both clocks are this machine's, so no
+skew enters. Only events produced during the timed load are counted.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Final
+
+import msgspec
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
+
+from benchmarks.harness.cluster import Cluster, TopicSet
+from benchmarks.harness.console import Console
+from benchmarks.harness.load import produce
+from benchmarks.harness.rows import Latency
+from benchmarks.harness.systems import System, WorkerGroup
+
+WARMUP: Final = 1000
+#: Extra time, beyond the load itself, for the last outputs to appear.
+DRAIN_S: Final = 60.0
+
+
+class _EventId(msgspec.Struct):
+    event_id: str
+
+
+_decode_id = msgspec.json.Decoder(_EventId).decode
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list (``q`` in 0..100)."""
+    if not ordered:
+        return float("nan")
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]
+
+
+def wait_for(predicate: Callable[[], bool], deadline: float, what: str, system: System) -> None:
+    while not predicate():
+        if reason := system.crashed():
+            raise RuntimeError(reason)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} did not happen in time")
+        time.sleep(0.2)
+
+
+def planned_events(rate: float, seconds: float) -> int:
+    return round(rate * seconds)
+
+
+def measure_latency(
+    system: System,
+    cluster: Cluster,
+    topics: TopicSet,
+    rate: float,
+    seconds: float,
+    seed: int,
+    invalid_ratio: float,
+    deadline: float,
+    console: Console,
+    passthrough: bool = False,
+) -> tuple[Latency, list[str]]:
+    """Run the offered load through the already started ``system``; the latency and notes.
+
+    ``passthrough``: the system copies every record (the ceiling), so every input with
+    an event id is expected out, not only the valid ones.
+    """
+    notes: list[str] = []
+    if isinstance(system, WorkerGroup):
+        wait_for(system.ready, deadline, "worker ready with partitions assigned", system)
+    produce(cluster.bootstrap, topics.input, WARMUP, seed=seed + 1, invalid_ratio=invalid_ratio)
+    wait_for(lambda: system.outputs() >= WARMUP, deadline, "warm-up records processed", system)
+
+    input_start = cluster.end_offsets(topics.input)
+    output_start = cluster.end_offsets(topics.enriched)
+    console.say(f"{system.name}: offering {rate:,.0f} events/s for {seconds:g}s")
+    report = produce(
+        cluster.bootstrap,
+        topics.input,
+        planned_events(rate, seconds),
+        seed=seed + 2,
+        invalid_ratio=invalid_ratio,
+        rate=rate,
+        duration=seconds,
+    )
+    if not report.ok:
+        notes.append(f"load generator: {report.first_error or 'not every record acknowledged'}")
+    drain_deadline = min(deadline, time.monotonic() + DRAIN_S)
+    total = WARMUP + report.acknowledged
+    wait_for(lambda: system.outputs() >= total, drain_deadline, "all outputs", system)
+
+    produced_at: dict[str, int] = {}
+    for batch in cluster.batches(topics.input, input_start):
+        for m in batch:
+            try:
+                produced_at[_decode_id(m.value() or b"").event_id] = m.timestamp()[1]
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # a deliberately invalid record: no enriched output to match
+    latencies: list[float] = []
+    stamp_types: set[int] = set()
+    for batch in cluster.batches(topics.enriched, output_start):
+        for m in batch:
+            try:
+                sent = produced_at.get(_decode_id(m.value() or b"").event_id)
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue  # the ceiling copies invalid records too
+            if sent is not None:
+                kind, appended = m.timestamp()
+                stamp_types.add(kind)
+                latencies.append(float(appended - sent))
+    if stamp_types - {TIMESTAMP_LOG_APPEND_TIME}:
+        notes.append("output timestamps are not LogAppendTime: latency is not append time")
+    latencies.sort()
+    expected = len(produced_at) if passthrough else report.acknowledged - report.invalid
+    if len(latencies) != expected:
+        notes.append(f"{len(latencies):,} outputs matched, {expected:,} expected")
+    latency = Latency(
+        offered_rate=rate,
+        achieved_rate=report.events_per_s,
+        sent=report.acknowledged,
+        expected=expected,
+        matched=len(latencies),
+        p50_ms=percentile(latencies, 50),
+        p95_ms=percentile(latencies, 95),
+        p99_ms=percentile(latencies, 99),
+        max_ms=latencies[-1] if latencies else float("nan"),
+    )
+    return latency, notes

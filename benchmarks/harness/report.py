@@ -1,0 +1,165 @@
+"""The benchmark's outputs: the JSON document (with the machine it ran on) and the table.
+
+The table is Markdown, readable on a terminal and pasted as is into
+``benchmarks/README.md``. Ratios compare each row's events/s with the Quix and
+Faust peers and with the ceiling, from the same run only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness.rows import CEILING, FAUST, QUIX, Row
+
+SCHEMA_VERSION = 1
+
+
+def machine_info(kafka_version: str | None, bootstrap: str, private_broker: bool) -> dict[str, Any]:
+    """CPU, memory, software versions: what makes numbers comparable (or not)."""
+    import confluent_kafka
+
+    return {
+        "cpu_model": _cpu_model(),
+        "cores": os.cpu_count(),
+        "ram_gb": round(_mem_total_bytes() / 2**30, 1),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "kafka": kafka_version or "unknown (external broker)",
+        "broker": "private local broker" if private_broker else f"external ({bootstrap})",
+        "confluent_kafka": _version("confluent-kafka"),
+        "librdkafka": confluent_kafka.libversion()[0],
+        "quixstreams": _version("quixstreams"),
+        "faust": _version("faust-streaming"),
+    }
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _mem_total_bytes() -> int:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def write_document(document: dict[str, Any], results_dir: Path, started: datetime) -> Path:
+    """Write ``bench-<UTC timestamp>.json`` into ``results_dir``; its path."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    path = results_dir / f"bench-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    return path
+
+
+# -- table ----------------------------------------------------------------------------------
+
+HEADER = (
+    "row",
+    "events/s",
+    "x quix",
+    "x faust",
+    "% of ceiling",
+    "CPU s / M events",
+    "peak RSS MB",
+    "p50 ms",
+    "p99 ms",
+    "status",
+)
+_RIGHT = frozenset(range(1, 9))
+
+
+def render_table(rows: Sequence[Row]) -> str:
+    rates = {r.name: r.events_per_s for r in rows if r.ok and r.events_per_s}
+    lines = [_cells(row, rates) for row in rows]
+    widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(HEADER)]
+
+    def fmt(cells: Sequence[str]) -> str:
+        padded = (
+            c.rjust(w) if i in _RIGHT else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        )
+        return "| " + " | ".join(padded) + " |"
+
+    rule = (
+        "|"
+        + "|".join(
+            "-" * (w + 1) + ":" if i in _RIGHT else "-" * (w + 2) for i, w in enumerate(widths)
+        )
+        + "|"
+    )
+    return "\n".join([fmt(HEADER), rule, *(fmt(c) for c in lines)])
+
+
+def _cells(row: Row, rates: Mapping[str, float]) -> list[str]:
+    rate = row.events_per_s if row.ok else None
+    latency = row.latency
+    return [
+        row.name,
+        _number(rate),
+        _ratio(rate, rates.get(QUIX)),
+        _ratio(rate, rates.get(FAUST)),
+        _percent(rate, rates.get(CEILING)),
+        _number(row.cpu_seconds_per_million if row.ok else None, 1),
+        _number(row.peak_rss_mb if row.ok else None),
+        _number(latency.p50_ms if latency else None, 1),
+        _number(latency.p99_ms if latency else None, 1),
+        row.status,
+    ]
+
+
+def _number(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _ratio(value: float | None, base: float | None) -> str:
+    return "—" if not value or not base else f"{value / base:.1f}x"
+
+
+def _percent(value: float | None, base: float | None) -> str:
+    return "—" if not value or not base else f"{100 * value / base:.0f}%"
+
+
+def render_notes(rows: Sequence[Row]) -> str:
+    """One line per remark: failures, skipped latency, replays."""
+    lines = []
+    for row in rows:
+        for note in row.notes:
+            lines.append(f"- {row.name}: {note}")
+        if row.latency_note:
+            lines.append(f"- {row.name} latency: {row.latency_note}")
+        if row.latency is not None:
+            lat = row.latency
+            lines.append(
+                f"- {row.name} latency: {lat.matched:,} events matched at "
+                f"{lat.achieved_rate:,.0f}/s offered; p95 {lat.p95_ms:,.1f} ms, "
+                f"max {lat.max_ms:,.1f} ms"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""Rows of the benchmark: which systems exist, and what one row's result holds.
+
+The JSON form of a row (``Row.as_dict``) is a contract: ``stream plan`` reads
+the row named ``stream`` and its ``events_per_s``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+CEILING: Final = "ceiling"
+STREAM: Final = "stream"
+STREAM_X2: Final = "stream-x2"
+QUIX: Final = "quix"
+FAUST: Final = "faust-per-event"
+#: Every row, in the order they run and are printed.
+ROW_NAMES: Final = (CEILING, STREAM, STREAM_X2, QUIX, FAUST)
+#: Rows that can also measure latency at a fixed offered rate (the ceiling's is the floor:
+#: what client + broker alone add).
+LATENCY_ROWS: Final = (CEILING, STREAM, QUIX, FAUST)
+
+DESCRIPTIONS: Final = {
+    CEILING: "consume + produce the same records, no processing (client + broker limit)",
+    STREAM: "one `stream worker`: validate, enrich, correlate, DLQ, commits",
+    STREAM_X2: "two `stream worker` processes in one consumer group (group throughput)",
+    QUIX: "the same pipeline in Quix Streams (benchmarks/peers/quix_pipeline.py)",
+    FAUST: "the same pipeline as per-event Faust agents (benchmarks/peers/faust_per_event.py)",
+}
+
+OK: Final = "ok"
+FAILED: Final = "FAILED"
+TIMEOUT: Final = "TIMEOUT"
+SKIPPED: Final = "skipped"
+
+
+@dataclass(frozen=True)
+class Latency:
+    """End-to-end latency (input CreateTime -> output LogAppendTime) at an offered rate."""
+
+    offered_rate: float
+    achieved_rate: float
+    sent: int
+    #: Valid events among ``sent``: each must come out enriched exactly once.
+    expected: int
+    matched: int
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "p50": round(self.p50_ms, 1),
+            "p95": round(self.p95_ms, 1),
+            "p99": round(self.p99_ms, 1),
+            "max": round(self.max_ms, 1),
+            "matched": self.matched,
+            "expected": self.expected,
+            "sent": self.sent,
+            "offered_rate": self.offered_rate,
+            "achieved_rate": round(self.achieved_rate, 1),
+        }
+
+
+@dataclass
+class Row:
+    """The measurements of one system; ``status`` is ok, FAILED, TIMEOUT or skipped."""
+
+    name: str
+    events: int
+    status: str = OK
+    seconds: float | None = None
+    events_per_s: float | None = None
+    cpu_seconds_per_million: float | None = None
+    peak_rss_mb: float | None = None
+    #: Records found in the output topics, by kind (enriched, dlq, ...).
+    outputs: dict[str, int] = field(default_factory=dict)
+    #: What ``outputs`` must be for the row to be correct.
+    expected_outputs: dict[str, int] = field(default_factory=dict)
+    latency: Latency | None = None
+    #: Why latency was not measured, or a remark about it.
+    latency_note: str | None = None
+    #: Why the row failed, or remarks (e.g. a rebalance during the run).
+    notes: list[str] = field(default_factory=list)
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    def fail(self, status: str, reason: str) -> None:
+        self.status = status
+        self.notes.append(reason)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "ok": self.ok,
+            "events": self.events,
+            "seconds": _round(self.seconds, 3),
+            "events_per_s": _round(self.events_per_s, 1),
+            "cpu_seconds_per_million": _round(self.cpu_seconds_per_million, 2),
+            "peak_rss_mb": _round(self.peak_rss_mb, 1),
+            "outputs": self.outputs,
+            "expected_outputs": self.expected_outputs,
+            "latency_ms": self.latency.as_dict() if self.latency else None,
+            "latency_note": self.latency_note,
+            "notes": self.notes,
+            "detail": self.detail,
+        }
+
+
+def _round(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
