@@ -36,7 +36,14 @@ from stream.observability import metrics
 from stream.observability.tracing import BatchTracer
 from stream.stages.correlate import Correlator
 from stream.stages.enrich import Enricher
-from stream.stages.validate import Validator
+from stream.stages.validate import (
+    BAD_TIMESTAMP,
+    EMPTY,
+    MALFORMED_JSON,
+    SCHEMA_VIOLATION,
+    TOO_LARGE,
+    Validator,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +139,25 @@ class BatchRunner:
         self._stage_time = {
             s: metrics.stage_duration_seconds.labels(stage=s) for s in (VALIDATE, ENRICH, CORRELATE)
         }
+        self._export_known_series([rule.name for rule in settings.correlate.rules])
+
+    @staticmethod
+    def _export_known_series(rules: list[str]) -> None:
+        """Export, at zero, every series whose label values are known before any event.
+
+        A labelled child appears on /metrics only once it is first used, so a healthy
+        worker that never rejected an event would show "no data" on its dashboards and
+        in ``rate()`` instead of 0.
+        """
+        for rule in rules:
+            metrics.correlations_total.labels(rule=rule)
+        for error_class in (EMPTY, TOO_LARGE, MALFORMED_JSON, SCHEMA_VIOLATION, BAD_TIMESTAMP):
+            metrics.events_rejected_total.labels(stage=VALIDATE, error_class=error_class)
+        metrics.events_rejected_total.labels(stage=CORRELATE, error_class="late")
+        for stage in (VALIDATE, CORRELATE):
+            metrics.dlq_records_total.labels(stage=stage)
+        for kind in ("assign", "revoke", "lost"):
+            metrics.rebalances_total.labels(kind=kind)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
