@@ -90,6 +90,12 @@ ERROR_RATIO = f"""
 
 LAG_PER_PARTITION = "max by (topic, partition) (stream_consumer_lag)"
 
+#: For series that exist only once something happened whose label values cannot be
+#: known up front (an error class, a retried operation, a configured breaker): a healthy
+#: pipeline shows 0 instead of "No data". Series with known labels are exported at zero
+#: by the worker instead (stream/runner.py).
+NO_SERIES_IS_ZERO = "or vector(0)"
+
 OVERVIEW = (
     Row(
         "Throughput",
@@ -162,7 +168,8 @@ OVERVIEW = (
                     "rejected {{stage}} {{error_class}}",
                 ),
                 t(
-                    f"sum by (stage, error_class) (rate(stream_errors_total[{RATE}]))",
+                    f"sum by (stage, error_class) (rate(stream_errors_total[{RATE}]))"
+                    f" {NO_SERIES_IS_ZERO}",
                     "error {{stage}} {{error_class}}",
                 ),
                 unit="ops",
@@ -182,8 +189,12 @@ OVERVIEW = (
             ),
             p(
                 "Retries by operation",
-                t(f"sum by (operation) (rate(stream_retries_total[{RATE}]))", "{{operation}}"),
+                t(
+                    f"sum by (operation) (rate(stream_retries_total[{RATE}])) {NO_SERIES_IS_ZERO}",
+                    "{{operation}}",
+                ),
                 unit="ops",
+                description="Only external lookups and sinks retry; 0 when none is configured.",
             ),
         ),
     ),
@@ -254,15 +265,21 @@ OVERVIEW = (
         (
             p(
                 "Circuit breaker state",
-                t("max by (breaker) (stream_circuit_breaker_state)", "{{breaker}}"),
+                t(
+                    f"max by (breaker) (stream_circuit_breaker_state) {NO_SERIES_IS_ZERO}",
+                    "{{breaker}}",
+                ),
                 kind="state-timeline",
                 mappings=BREAKER_STATES,
+                description="Breakers guard external lookups and sinks; with none configured the "
+                "panel shows one closed (0) series.",
             ),
             p(
                 "Circuit breaker transitions",
                 t(
                     "sum by (breaker, to_state) "
-                    f"(increase(stream_circuit_breaker_transitions_total[{RATE}]))",
+                    f"(increase(stream_circuit_breaker_transitions_total[{RATE}])) "
+                    f"{NO_SERIES_IS_ZERO}",
                     "{{breaker}} to {{to_state}}",
                 ),
             ),
