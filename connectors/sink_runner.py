@@ -83,12 +83,15 @@ class SinkStats:
     rejected: int = 0
     checkpoints: int = 0
     backpressure_waits: int = 0
+    #: Wall time of the run, and the part from the first record to the last checkpoint
+    #: (without joining the group and waiting at the end): what the rate is measured over.
     seconds: float = 0.0
+    active_seconds: float = 0.0
     committed: dict[int, int] = field(default_factory=dict)
 
     @property
     def records_per_second(self) -> float:
-        return self.consumed / self.seconds if self.seconds > 0 else 0.0
+        return self.consumed / self.active_seconds if self.active_seconds > 0 else 0.0
 
 
 class SinkRunner:
@@ -111,6 +114,8 @@ class SinkRunner:
         self._progress = progress
         self._clock = clock
         overrides = dict(CONSUMER_SETTINGS)
+        # librdkafka settings given in the configuration (``kafka:``) win over the defaults.
+        overrides.update({k: v for k, v in conf.items() if k in CONSUMER_SETTINGS})
         overrides["group.id"] = options.group_id
         self._consumer = Consumer(client_config(conf, **overrides))
         self._producer: OutputProducer | None = None
@@ -128,6 +133,7 @@ class SinkRunner:
         self._generation = 0
         self._last_end_check = 0.0
         self._started = clock()
+        self._first_record_at: float | None = None
         self._consumed_counter = metrics.events_consumed_total.labels(options.topic)
 
     # -- main loop ---------------------------------------------------------------------------
@@ -185,6 +191,8 @@ class SinkRunner:
                     return  # partitions moved on (or we are stopping): the batch is re-read
         if rejects:
             self._reject(batch, rejects)
+        if self._first_record_at is None:
+            self._first_record_at = self._clock()
         pending = self._pending
         for message in batch:
             pending[message.partition()] = message.offset() + 1
@@ -243,6 +251,8 @@ class SinkRunner:
         self._since_checkpoint = 0
         self._last_checkpoint = self._clock()
         self.stats.checkpoints += 1
+        if self._first_record_at is not None and offsets:
+            self.stats.active_seconds = self._clock() - self._first_record_at
         metrics.checkpoints_total.labels(outcome="ok").inc()
         metrics.checkpoint_duration_seconds.observe(time.perf_counter() - started)
 
