@@ -4,6 +4,18 @@ Delivery reports cost a Python callback per record, so the producer asks
 librdkafka for reports on *failures only* (``delivery.report.only.error``);
 ``flush()`` then proves the rest were acknowledged. In ``exactly_once`` mode
 the same producer is transactional and offsets travel inside the transaction.
+
+Errors are classified for the checkpoint coordinator, which decides what to do:
+
+* records not yet acknowledged when ``flush`` times out, or a retriable
+  transaction error (coordinator moved, request timed out) →
+  :class:`~stream.errors.TransientError`: try again later, nothing is lost
+  (librdkafka keeps retrying queued records until ``message.timeout.ms``);
+* a transaction error that requires an abort (e.g. the group rebalanced under
+  it) → the transaction is aborted and :class:`TransactionAbortedError` raised:
+  its outputs are gone, so the caller rewinds to the last commit;
+* a record that failed delivery for good → :class:`~stream.errors.CheckpointError`;
+  a fenced or otherwise fatal producer → :class:`~stream.errors.FatalError`.
 """
 
 from __future__ import annotations
@@ -13,7 +25,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from stream.errors import CheckpointError, FatalError
+from stream.errors import CheckpointError, FatalError, StreamError, TransientError
 from stream.kafka.client import client_config
 
 log = logging.getLogger(__name__)
@@ -30,6 +42,22 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
     "enable.idempotence": True,
 }
 
+#: Kafka Streams' exactly-once default: the transaction of a worker that died (``kill -9``)
+#: is aborted by the broker after this long, unblocking ``read_committed`` readers and the
+#: changelog restore of the partitions' next owner. Kafka's own default is 60 s.
+TRANSACTION_TIMEOUT_MS = 10_000
+
+_FENCED = frozenset(
+    {KafkaError.PRODUCER_FENCED, KafkaError._FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
+)
+
+
+class TransactionAbortedError(StreamError):
+    """The transaction was aborted and its outputs discarded; rewind to the last commit.
+
+    Not a TransientError: retrying the same call cannot help, the work must be redone.
+    """
+
 
 class OutputProducer:
     """Wraps a confluent Producer; counts failed deliveries between checkpoints."""
@@ -41,6 +69,9 @@ class OutputProducer:
         overrides["on_delivery"] = self._on_delivery
         if transactional_id is not None:
             overrides["transactional.id"] = transactional_id
+            overrides["transaction.timeout.ms"] = base_conf.get(
+                "transaction.timeout.ms", TRANSACTION_TIMEOUT_MS
+            )
         self._producer = Producer(client_config(base_conf, **overrides))
         self.transactional = transactional_id is not None
         self._failures = 0
@@ -102,11 +133,15 @@ class OutputProducer:
         self._producer.poll(0)
 
     def flush(self, timeout: float) -> None:
-        """Wait until every queued record is acknowledged; raise CheckpointError otherwise."""
+        """Wait until every queued record is acknowledged.
+
+        Raises CheckpointError if a record failed delivery for good, TransientError if
+        records are still unacknowledged after ``timeout`` (librdkafka keeps retrying them).
+        """
         remaining = self._producer.flush(timeout)
-        if remaining:
-            raise CheckpointError(f"{remaining} records not acknowledged within {timeout:.0f}s")
         self._raise_failures()
+        if remaining:
+            raise TransientError(f"{remaining} records not yet acknowledged after {timeout:.1f}s")
 
     def _raise_failures(self) -> None:
         if self._failures:
@@ -117,31 +152,66 @@ class OutputProducer:
     # -- transactions (exactly_once) --------------------------------------------------------
 
     def init_transactions(self, timeout: float = 30.0) -> None:
-        self._producer.init_transactions(timeout)
+        """Register the transactional id; fences any older producer that used it."""
+        try:
+            self._producer.init_transactions(timeout)
+        except KafkaException as exc:
+            raise FatalError(f"cannot initialise transactions: {_describe(exc)}") from None
 
     def begin(self) -> None:
-        self._producer.begin_transaction()
+        try:
+            self._producer.begin_transaction()
+        except KafkaException as exc:
+            raise self._classify(exc, "begin transaction", 30.0) from None
 
-    def commit_transaction(
+    def send_offsets(
         self, offsets: list[TopicPartition], group_metadata: object, timeout: float
     ) -> None:
-        """Send offsets inside the transaction and commit it; abort and raise on failure."""
+        """Add consumed offsets to the open transaction (KIP-447: fenced by group generation)."""
         try:
             self._producer.send_offsets_to_transaction(offsets, group_metadata, timeout)
+        except KafkaException as exc:
+            raise self._classify(exc, "sending offsets to the transaction", timeout) from None
+
+    def commit(self, timeout: float) -> None:
+        """Commit the open transaction (a retriable failure may be retried by calling again)."""
+        try:
             self._producer.commit_transaction(timeout)
         except KafkaException as exc:
-            err = exc.args[0]
-            if isinstance(err, KafkaError) and err.fatal():
-                raise FatalError(f"transactional producer fenced or failed: {err.str()}") from None
-            try:
-                self._producer.abort_transaction(timeout)
-            except KafkaException:
-                log.exception("abort_transaction failed")
-            raise CheckpointError(f"transaction commit failed: {err}") from None
+            raise self._classify(exc, "transaction commit", timeout) from None
         self._raise_failures()
 
     def abort(self, timeout: float = 30.0) -> None:
-        self._producer.abort_transaction(timeout)
+        """Abort the open transaction: every record produced in it is discarded."""
+        try:
+            self._producer.abort_transaction(timeout)
+        except KafkaException as exc:
+            raise FatalError(f"transaction abort failed: {_describe(exc)}") from None
+        self._failures, self._first_failure = 0, None
+
+    def _classify(self, exc: KafkaException, action: str, timeout: float) -> StreamError:
+        err = exc.args[0] if exc.args else None
+        if not isinstance(err, KafkaError):
+            return FatalError(f"{action} failed: {exc}")
+        if err.code() in _FENCED:
+            return FatalError(
+                f"{action} failed: this worker's transactional producer was fenced "
+                f"({err.str()}): another worker with the same transactional id took over, "
+                "or its transaction outlived transaction.timeout.ms"
+            )
+        if err.fatal():
+            return FatalError(f"{action} failed: {err.str()}")
+        if err.txn_requires_abort():
+            self.abort(timeout)
+            return TransactionAbortedError(f"{action} failed, transaction aborted: {err.str()}")
+        if err.retriable():
+            return TransientError(f"{action} failed (retriable): {err.str()}")
+        return FatalError(f"{action} failed: {err.str()}")
 
     def __len__(self) -> int:
         return len(self._producer)
+
+
+def _describe(exc: KafkaException) -> str:
+    err = exc.args[0] if exc.args else None
+    return err.str() if isinstance(err, KafkaError) else str(exc)

@@ -1,0 +1,243 @@
+"""Checkpoint coordinator: order of steps, deferral on transient errors, poisoning on fatal ones.
+
+Fakes stand in for the confluent-kafka consumer and the output producer; they
+record every call so the tests can assert the exact order (state → flush →
+commit) and that nothing is committed after a failure.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+
+from stream.checkpoint import STATE_OFFSET_KEY, Checkpointer
+from stream.errors import CheckpointError, FatalError, TransientError
+from stream.kafka.producer import TransactionAbortedError
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+class FakeConsumer:
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+        self.commit_errors: list[int] = []
+        self.committed: list[dict[int, int]] = []
+
+    def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> list[TopicPartition]:
+        assert asynchronous is False
+        self.calls.append("commit")
+        if self.commit_errors:
+            raise KafkaException(KafkaError(self.commit_errors.pop(0)))
+        self.committed.append({tp.partition: tp.offset for tp in offsets})
+        return offsets
+
+    def consumer_group_metadata(self) -> object:
+        return "group-metadata"
+
+
+class FakeProducer:
+    def __init__(self, calls: list[str]) -> None:
+        self.calls = calls
+        self.records: list[tuple[str, Any, Any, int]] = []
+        self.flush_errors: list[Exception] = []
+        self.commit_errors: list[Exception] = []
+
+    def produce(self, topic: str, value: Any, key: Any = None, *, partition: int = -1) -> None:
+        self.records.append((topic, key, value, partition))
+
+    def flush(self, timeout: float) -> None:
+        self.calls.append("flush")
+        if self.flush_errors:
+            raise self.flush_errors.pop(0)
+
+    def send_offsets(self, offsets: list[TopicPartition], metadata: object, timeout: float) -> None:
+        self.calls.append("send_offsets")
+
+    def commit(self, timeout: float) -> None:
+        self.calls.append("commit_transaction")
+        if self.commit_errors:
+            raise self.commit_errors.pop(0)
+
+    def begin(self) -> None:
+        self.calls.append("begin")
+
+
+class FakeState:
+    def __init__(self) -> None:
+        self.changes: dict[int, list[tuple[bytes, bytes | None]]] = {}
+
+    def drain_changes(self, partition: int) -> list[tuple[bytes, bytes | None]]:
+        return self.changes.pop(partition, [])
+
+
+def make(guarantee: str = "at_least_once", **kwargs: Any) -> tuple[Checkpointer, Any, Any, Clock]:
+    calls: list[str] = []
+    clock = Clock()
+    consumer, producer = FakeConsumer(calls), FakeProducer(calls)
+    state = FakeState()
+    cp = Checkpointer(
+        consumer=consumer,  # type: ignore[arg-type]
+        producer=producer,  # type: ignore[arg-type]
+        state=state,
+        changelog_topic="changelog",
+        input_topic="events",
+        guarantee=guarantee,  # type: ignore[arg-type]
+        interval=1.0,
+        every=1000,
+        clock=clock,
+        sleep=clock.sleep,
+        rand=lambda: 1.0,
+        **kwargs,
+    )
+    cp.state = state  # type: ignore[attr-defined]
+    return cp, consumer, producer, clock
+
+
+def test_writes_state_then_flushes_then_commits() -> None:
+    cp, consumer, producer, _ = make()
+    cp.assigned = {0, 1}
+    cp.state.changes[1] = [(b"k", b"v")]  # type: ignore[attr-defined]
+    cp.record_progress({0: 10, 1: 7}, 17)
+
+    assert cp.checkpoint() is True
+
+    assert producer.calls == ["flush", "commit"]
+    assert consumer.committed == [{0: 10, 1: 7}]
+    assert ("changelog", b"k", b"v", 1) in producer.records
+    assert ("changelog", STATE_OFFSET_KEY, b"10", 0) in producer.records
+    assert cp.pending == {} and cp.committed == {0: 10, 1: 7}
+
+
+@pytest.mark.parametrize(
+    "code", [KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS, KafkaError._TRANSPORT]
+)
+def test_commit_refused_by_a_rebalance_is_deferred_not_fatal(code: int) -> None:
+    cp, consumer, _, clock = make()
+    consumer.commit_errors = [code]
+    cp.record_progress({0: 10}, 10)
+    clock.now += 5
+
+    assert cp.checkpoint() is False
+    assert cp.pending == {0: 10} and cp.failed is None
+    assert not cp.due()  # backing off (first cap 0.5 s, rand=1.0)
+    clock.now += 0.5
+    assert cp.due()
+    assert cp.checkpoint() is True
+    assert consumer.committed == [{0: 10}]
+
+
+def test_flush_timeout_defers_without_committing() -> None:
+    cp, consumer, producer, _ = make()
+    producer.flush_errors = [TransientError("3 records not yet acknowledged")]
+    cp.record_progress({0: 10}, 10)
+
+    assert cp.checkpoint() is False
+    assert "commit" not in consumer.calls
+    assert cp.pending == {0: 10}
+
+
+def test_delivery_failure_poisons_the_coordinator() -> None:
+    cp, consumer, producer, _ = make()
+    producer.flush_errors = [CheckpointError("1 records failed delivery")]
+    cp.record_progress({0: 10}, 10)
+
+    with pytest.raises(CheckpointError):
+        cp.checkpoint()
+    calls_before = list(producer.calls)
+    with pytest.raises(CheckpointError, match="earlier failure"):
+        cp.checkpoint([0], wait=10)
+    assert producer.calls == calls_before  # not even a flush: the failed records are gone
+    assert consumer.committed == []
+
+
+def test_transient_failures_for_longer_than_the_budget_become_fatal() -> None:
+    cp, _, producer, clock = make(give_up_after=30.0)
+    cp.record_progress({0: 10}, 10)
+    producer.flush_errors = [TransientError("broker down")] * 100
+    assert cp.checkpoint() is False
+    clock.now += 31
+    with pytest.raises(CheckpointError, match="failing for 31s"):
+        cp.checkpoint()
+    assert cp.failed is not None
+
+
+def test_final_checkpoint_waits_out_transient_failures() -> None:
+    cp, consumer, producer, clock = make()
+    producer.flush_errors = [TransientError("slow")] * 3
+    cp.record_progress({0: 10}, 10)
+
+    assert cp.checkpoint(wait=20.0) is True
+    assert consumer.committed == [{0: 10}]
+    assert clock.slept == [0.5, 1.0, 2.0]  # full-jitter caps with rand() = 1
+
+
+def test_final_checkpoint_gives_up_at_its_deadline() -> None:
+    cp, consumer, producer, clock = make()
+    producer.flush_errors = [TransientError("down")] * 100
+    cp.record_progress({0: 10}, 10)
+
+    assert cp.checkpoint(wait=3.0) is False
+    assert sum(clock.slept) == pytest.approx(3.0)
+    assert consumer.committed == []
+
+
+def test_fenced_static_member_is_fatal() -> None:
+    cp, consumer, _, _ = make()
+    consumer.commit_errors = [KafkaError.FENCED_INSTANCE_ID]
+    cp.record_progress({0: 10}, 10)
+    with pytest.raises(FatalError, match=r"same group\.instance\.id"):
+        cp.checkpoint()
+    assert cp.failed is not None
+
+
+def test_authorization_error_on_commit_is_fatal() -> None:
+    cp, consumer, _, _ = make()
+    consumer.commit_errors = [KafkaError.GROUP_AUTHORIZATION_FAILED]
+    cp.record_progress({0: 10}, 10)
+    with pytest.raises(FatalError):
+        cp.checkpoint()
+
+
+def test_exactly_once_retries_a_retriable_commit_in_place() -> None:
+    cp, _, producer, clock = make("exactly_once")
+    producer.commit_errors = [TransientError("timed out")]
+    cp.record_progress({0: 10}, 10)
+
+    assert cp.checkpoint() is True
+    assert producer.calls == ["send_offsets", "commit_transaction", "commit_transaction", "begin"]
+    assert len(clock.slept) == 1
+    assert cp.pending == {}
+
+
+def test_exactly_once_abort_begins_a_new_transaction_and_asks_for_a_rewind() -> None:
+    cp, _, producer, _ = make("exactly_once")
+    producer.commit_errors = [TransactionAbortedError("aborted: ILLEGAL_GENERATION")]
+    cp.record_progress({0: 10}, 10)
+
+    with pytest.raises(TransactionAbortedError):
+        cp.checkpoint()
+    assert producer.calls[-1] == "begin"
+    assert cp.failed is None  # not poisoned: the runner rewinds and carries on
+
+
+def test_exactly_once_fenced_producer_is_fatal() -> None:
+    cp, _, producer, _ = make("exactly_once")
+    producer.commit_errors = [FatalError("fenced")]
+    cp.record_progress({0: 10}, 10)
+    with pytest.raises(FatalError):
+        cp.checkpoint()
+    with pytest.raises(CheckpointError):
+        cp.checkpoint()
