@@ -23,11 +23,11 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from stream.checkpoint import STATE_OFFSET_KEY, Checkpointer
 from stream.config import Settings
-from stream.errors import CheckpointError, FatalError, StreamError
+from stream.errors import FatalError, StreamError
 from stream.kafka.dlq import DlqWriter
 from stream.kafka.headers import TRACEPARENT, TRACESTATE, header_value
 from stream.kafka.producer import OutputProducer
@@ -50,23 +50,6 @@ log = logging.getLogger(__name__)
 VALIDATE, ENRICH, CORRELATE = "validate", "enrich", "correlate"
 
 ChangelogReader = Callable[[int], Iterable[tuple[bytes, bytes | None]]]
-
-#: Offset-commit errors that only mean the commit raced a rebalance: with cooperative
-#: rebalancing a worker keeps processing the partitions it keeps while the group moves
-#: to a new generation, and a commit sent in that window is refused. Its outputs are
-#: already durable, so the offsets stay pending and the next checkpoint commits them
-#: (revoked partitions are committed by ``on_revoke``; lost ones are forgotten).
-REBALANCE_COMMIT_ERRORS = frozenset(
-    {KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION}
-)
-
-
-def commit_raced_rebalance(exc: CheckpointError) -> bool:
-    """True when ``exc`` wraps an offset commit refused because a rebalance is under way."""
-    cause = exc.__cause__ or exc.__context__  # the checkpointer raises ``from None``
-    if isinstance(cause, KafkaException) and cause.args and isinstance(cause.args[0], KafkaError):
-        return cause.args[0].code() in REBALANCE_COMMIT_ERRORS
-    return False
 
 
 class Batch(NamedTuple):
@@ -128,8 +111,6 @@ class BatchRunner:
         #: Set when a batch failed mid-way: from then on nothing is committed (the
         #: worker stops and the group replays from the last commit).
         self.failed: BaseException | None = None
-        #: After a commit that raced a rebalance: monotonic time of the next attempt.
-        self._commit_retry_at = 0.0
         self._labels_consumed = metrics.events_consumed_total.labels(topic=self._input)
         self._labels_enriched = metrics.events_produced_total.labels(topic=self._enriched)
         self._labels_corr_topic = metrics.events_produced_total.labels(topic=self._correlations)
@@ -393,23 +374,13 @@ class BatchRunner:
         if self.failed is not None:
             return
         self._emit(self._correlator.advance_idle(now_ms))
-        self.maybe_checkpoint()
+        if self.checkpointer.due():
+            self.checkpointer.checkpoint()
         self._update_gauges()
 
     def maybe_checkpoint(self) -> None:
-        if self.failed is not None or not self.checkpointer.due():
-            return
-        if time.monotonic() < self._commit_retry_at:
-            return
-        try:
+        if self.failed is None and self.checkpointer.due():
             self.checkpointer.checkpoint()
-        except CheckpointError as exc:
-            if self._eos or not commit_raced_rebalance(exc):
-                raise
-            # Not a failure of this worker: retry once the rebalance has had time to finish.
-            self._commit_retry_at = time.monotonic() + self.settings.commit_interval
-            metrics.errors_total.labels(stage="commit", error_class="rebalance_in_progress").inc()
-            log.warning("offset commit raced a rebalance; committing at the next checkpoint")
 
     def _update_gauges(self) -> None:
         for p in self._assigned:
