@@ -38,7 +38,7 @@ from stream.errors import ConfigError, StreamError, TransientError
 from stream.models import ServiceInfo
 from stream.resilience.circuit_breaker import CircuitBreaker
 from stream.resilience.retry import RetryPolicy
-from stream.stages.enrich import ReferenceLookup, ReferenceTable
+from stream.stages.enrich import ReferenceTable
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,9 @@ class PostgresReference:
         return f"PostgresReference({redact_dsn(self._dsn)!r}, table={self.table!r})"
 
 
-def build_reference_lookup(settings: Settings) -> tuple[ReferenceLookup, CircuitBreaker | None]:
+def build_reference_lookup(
+    settings: Settings,
+) -> tuple[ReferenceTable | PostgresReference, CircuitBreaker | None]:
     """The reference lookup ``settings.enrich`` asks for, and the breaker to guard it with.
 
     ``topic``: an empty :class:`ReferenceTable` (the caller feeds it from the

@@ -43,7 +43,7 @@ import msgspec
 
 from connectors.base import Record, Sink
 from connectors.postgres import classify, connect, psycopg, redact_dsn, table_name
-from stream.errors import BackpressureError, TransientError
+from stream.errors import BackpressureError, FatalError, TransientError
 from stream.models import enriched_decoder
 from stream.resilience.circuit_breaker import CircuitBreaker
 from stream.resilience.retry import RetryExhausted, RetryPolicy, retry_call
@@ -149,12 +149,15 @@ class PostgresSink(Sink):
     # -- lifecycle ---------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Connect (retrying while the server is unreachable) and create the table if needed."""
-        retry_call(
-            lambda: self._breaker.call(self._prepare),
-            policy=self._retry,
-            operation="postgres_sink.open",
-        )
+        """Connect (retrying while the server is unreachable) and create the table if needed.
+
+        Start-up failures end the command with the database's own reason; the
+        breaker is for outages while running, not for a wrong DSN.
+        """
+        try:
+            retry_call(self._prepare, policy=self._retry, operation="postgres_sink.open")
+        except RetryExhausted as exc:
+            raise FatalError(f"{exc.last_error} (gave up after {exc.attempts} attempts)") from None
 
     def close(self) -> None:
         if self._conn is not None:

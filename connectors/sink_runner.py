@@ -134,6 +134,7 @@ class SinkRunner:
         self._last_end_check = 0.0
         self._started = clock()
         self._first_record_at: float | None = None
+        self._abandoned = False
         self._consumed_counter = metrics.events_consumed_total.labels(options.topic)
 
     # -- main loop ---------------------------------------------------------------------------
@@ -159,6 +160,9 @@ class SinkRunner:
                 if self._options.stop_at_end and not batch and self._caught_up():
                     break
             self._checkpoint_until_done()
+        except BaseException:
+            self._abandoned = True  # leaving the group must not retry a failed checkpoint
+            raise
         finally:
             self.stats.seconds = self._clock() - started
             self._close()
@@ -315,6 +319,10 @@ class SinkRunner:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         metrics.rebalances_total.labels(kind="revoke").inc()
+        if self._abandoned:
+            self._sink.discard()
+            self._forget()
+            return
         try:
             self.checkpoint()
         except Exception as exc:

@@ -126,10 +126,12 @@ def run_ingest(args: argparse.Namespace) -> int:
     topic = args.topic or settings.topics.input
     dlq_topic = args.dlq_topic or settings.topics.dlq
     conf = settings.kafka_client_config()
-    _require_topics(conf, [topic] if args.http else [topic, dlq_topic])
     if args.http:
+        _require_topics(conf, [topic])
         return _serve_http(args, settings, topic)
-    return _ingest_files(args, settings, topic, dlq_topic)
+    sources = _open_sources(args)  # bad files and mappings fail before Kafka is contacted
+    _require_topics(conf, [topic, dlq_topic])
+    return _ingest_files(args, settings, sources, topic, dlq_topic)
 
 
 def _require_topics(conf: dict[str, str], topics: list[str]) -> None:
@@ -156,14 +158,10 @@ def _validator(settings: Any) -> Any:
     )
 
 
-def _ingest_files(args: argparse.Namespace, settings: Any, topic: str, dlq_topic: str) -> int:
-    from connectors.file_ingest import FileIngest, IngestOptions
-    from connectors.ingest_state import StateStore, default_state_dir
+def _open_sources(args: argparse.Namespace) -> list[Any]:
     from connectors.mapping import ColumnMapping
-    from connectors.progress import ProgressLine
     from connectors.registry import open_source
     from stream.errors import ConfigError
-    from stream.kafka.producer import OutputProducer
 
     if args.checkpoint_interval <= 0:
         raise ConfigError("--checkpoint-interval", "must be > 0")
@@ -172,7 +170,17 @@ def _ingest_files(args: argparse.Namespace, settings: Any, topic: str, dlq_topic
     for path in paths:
         if not path.is_file():
             raise ConfigError("FILE", f"no such file: {path}")
-    sources = [open_source(p, mapping, args.format, delimiter=args.delimiter) for p in paths]
+    return [open_source(p, mapping, args.format, delimiter=args.delimiter) for p in paths]
+
+
+def _ingest_files(
+    args: argparse.Namespace, settings: Any, sources: list[Any], topic: str, dlq_topic: str
+) -> int:
+    from connectors.file_ingest import FileIngest, IngestOptions
+    from connectors.ingest_state import StateStore, default_state_dir
+    from connectors.progress import ProgressLine
+    from stream.kafka.producer import OutputProducer
+
     store = StateStore(Path(args.state_dir) if args.state_dir else default_state_dir())
     options = IngestOptions(
         topic=topic,

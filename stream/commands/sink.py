@@ -206,7 +206,9 @@ def _run(
     from connectors.sink_runner import SinkRunner, SinkRunnerOptions
     from stream.errors import FatalError
     from stream.kafka.admin import check_cluster, partition_count
+    from stream.observability.logging import configure_logging
 
+    configure_logging(settings.log_format, settings.log_level)
     quiet_librdkafka()
     topic = args.topic or settings.topics.enriched
     dlq_topic = args.dlq_topic or settings.topics.dlq

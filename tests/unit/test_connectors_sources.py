@@ -373,3 +373,18 @@ def test_parquet_types_become_contract_types_and_resume_skips_row_groups(tmp_pat
 def test_msgspec_raw_elements_are_copied_as_bytes() -> None:
     raw = msgspec.json.Decoder(list[msgspec.Raw]).decode(b'[{"a":1}, 2]')
     assert [bytes(r) for r in raw] == [b'{"a":1}', b"2"]
+
+
+def test_csv_row_with_invalid_utf8_is_malformed_and_the_rest_is_kept(tmp_path: Path) -> None:
+    path = tmp_path / "enc.csv"
+    path.write_bytes(
+        HEADER.encode()
+        + f"e1,t,s,{T0},info,,,eu\n".encode()
+        + f"e2,t,s\xff,{T0},info,,,eu\n".encode("latin-1")
+        + f"e3,t,s,{T0},info,,,eu\n".encode()
+    )
+    chunks = read_all(CsvSource(path, MAPPING))
+    assert [json.loads(v)["event_id"] for c in chunks for v in c.values] == ["e1", "e3"]
+    (bad,) = [m for c in chunks for m in c.malformed]
+    assert (bad.line, bad.error_class) == (3, "bad_encoding")
+    assert bad.raw == f"e2,t,s\xff,{T0},info,,,eu".encode("latin-1")
