@@ -150,9 +150,17 @@ def _run_as_prefix(base: Path) -> list[str]:
     return [runuser, "-u", "postgres", "--"] if runuser else ["su", "postgres", "-c"]
 
 
+#: One server per test process. Each module that imports the fixture gets its own
+#: session-scoped fixture definition; they all share this server.
+_shared: list[PostgresServer] = []
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
     """A running PostgreSQL for the whole session; stopped and deleted afterwards."""
+    if _shared:
+        yield _shared[0]
+        return
     try:
         import psycopg  # noqa: F401
     except ModuleNotFoundError:
@@ -167,9 +175,11 @@ def postgres_server() -> Iterator[PostgresServer]:
     server = PostgresServer(bindir, base, _free_port(), _run_as_prefix(base))
     server.init()
     server.start()
+    _shared.append(server)
     try:
         yield server
     finally:
+        _shared.clear()
         with contextlib.suppress(Exception):
             server.stop("immediate")
         shutil.rmtree(base, ignore_errors=True)

@@ -60,9 +60,10 @@ def post(
 
 
 class Server:
-    def __init__(self, process: subprocess.Popen[str], port: int) -> None:
+    def __init__(self, process: subprocess.Popen[str], port: int, topic: str) -> None:
         self.process = process
         self.url = f"http://127.0.0.1:{port}"
+        self.topic = topic
 
 
 def free_port() -> int:
@@ -109,8 +110,7 @@ def http_server(kafka_bootstrap: str, topic_factory: Callable[..., str]) -> Iter
         text=True,
         env=env,
     )
-    server = Server(process, port)
-    server.topic = topic  # type: ignore[attr-defined]
+    server = Server(process, port, topic)
     deadline = time.monotonic() + 60
     while True:
         assert process.poll() is None, process.communicate()
@@ -166,7 +166,7 @@ def test_concurrent_clients_get_exact_counts_and_the_topic_holds_exactly_the_acc
         (6, "schema_violation"),
         (12, "malformed_json"),
     ]
-    records = read_all(kafka_bootstrap, http_server.topic)  # type: ignore[attr-defined]
+    records = read_all(kafka_bootstrap, http_server.topic)
     assert len(records) == accepted
     assert len({json.loads(m.value())["event_id"] for m in records}) == accepted
 
