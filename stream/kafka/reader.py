@@ -42,7 +42,8 @@ def read_partition_to_end(
         while True:
             if time.monotonic() > deadline:
                 raise TransientError(f"reading {topic}[{partition}] to offset {high} timed out")
-            batch = [m for m in consumer.consume(10_000, 0.5) if m.error() is None]
+            # Short polls: with fewer records than the batch size, a long timeout is pure wait.
+            batch = [m for m in consumer.consume(10_000, 0.05) if m.error() is None]
             if batch:
                 yield batch
             # position() counts transaction markers and compacted gaps, unlike record offsets.
