@@ -31,6 +31,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Sized
 from typing import Any
 
 import faust
@@ -40,15 +41,17 @@ from faust.app.base import BootStrategy
 from prometheus_client import generate_latest
 
 from stream.config import Settings
+from stream.errors import StreamError
 from stream.kafka.client import client_config
 from stream.kafka.producer import OutputProducer
 from stream.kafka.reader import TopicTail, read_partition_to_end
 from stream.models import ServiceInfo, service_info_decoder
 from stream.observability import metrics
 from stream.observability.tracing import BatchTracer
+from stream.resilience.circuit_breaker import CircuitBreaker
 from stream.runner import Batch, BatchRunner
 from stream.stages.correlate import Correlator
-from stream.stages.enrich import Enricher, ReferenceTable
+from stream.stages.enrich import Enricher, ReferenceLookup, ReferenceTable
 from stream.stages.validate import Validator
 
 log = logging.getLogger(__name__)
@@ -108,21 +111,21 @@ class PipelineService(mode.Service):
         self.settings = settings
         self.channel = channel
         self.runner: BatchRunner | None = None
-        self.reference = ReferenceTable()
+        self.reference: ReferenceLookup = ReferenceTable()
+        self._breaker: CircuitBreaker | None = None
         self._tail: TopicTail | None = None
         self.ready = False
 
     async def on_start(self) -> None:
         s = self.settings
         base = s.kafka_client_config()
-        self._tail = TopicTail(base, s.topics.reference)
-        self.reference.apply(parse_reference(self._tail.read_until_caught_up()))
-        log.info(
-            "loaded %d services of reference data from %s", len(self.reference), s.topics.reference
-        )
+        self._load_reference(base)
         transactional_id = None
         if s.processing_guarantee == "exactly_once":
-            transactional_id = f"{s.group_id}-{socket.gethostname()}-{os.getpid()}"
+            # Stable across restarts of one instance (static membership, or a pod's
+            # hostname with pid 1), so a restarted worker fences its own zombie.
+            instance = s.group_instance_id or f"{socket.gethostname()}-{os.getpid()}"
+            transactional_id = f"{s.group_id}-{instance}"
         producer = OutputProducer(base, transactional_id=transactional_id)
         correlate = s.correlate
         self.runner = BatchRunner(
@@ -134,7 +137,9 @@ class PipelineService(mode.Service):
                 max_future_ms=s.validation.max_future_ms,
                 min_event_time_ms=s.validation.min_event_time_ms,
             ),
-            enricher=Enricher(self.reference, tier_weights=s.enrich.tier_weights),
+            enricher=Enricher(
+                self.reference, tier_weights=s.enrich.tier_weights, breaker=self._breaker
+            ),
             correlator=Correlator(
                 correlate.rules,
                 allowed_lateness_ms=correlate.allowed_lateness_ms,
@@ -151,10 +156,31 @@ class PipelineService(mode.Service):
                 if s.tracing
                 else None
             ),
+            reference_breaker=self._breaker,
         )
         self.runner.start()
         self.ready = True
         metrics.worker_ready.set(1)
+
+    def _load_reference(self, base: dict[str, str]) -> None:
+        """The compacted topic (read to its end now, then followed), or an external store
+        guarded by a circuit breaker (``enrich.reference_source``)."""
+        s = self.settings
+        if s.enrich.reference_source == "topic":
+            table = ReferenceTable()
+            self._tail = TopicTail(base, s.topics.reference)
+            table.apply(parse_reference(self._tail.read_until_caught_up()))
+            log.info("loaded %d services of reference data from %s", len(table), s.topics.reference)
+            self.reference = table
+            return
+        from connectors.postgres_reference import build_reference_lookup
+
+        self.reference, self._breaker = build_reference_lookup(s)
+        log.info(
+            "reference data from %r behind breaker %r",
+            self.reference,
+            self._breaker.name if self._breaker else None,
+        )
 
     def _changelog_reader(self, base: dict[str, str]) -> Any:
         topic = self.settings.changelog_topic
@@ -186,14 +212,12 @@ class PipelineService(mode.Service):
         runner = self.runner
         if runner is None or not self.ready:
             return
-        if self._tail is not None:
-            self.reference.apply(parse_reference(self._tail.poll(10_000, 0)))
         try:
+            if self._tail is not None and isinstance(self.reference, ReferenceTable):
+                self.reference.apply(parse_reference(self._tail.poll(10_000, 0)))
             runner.tick()
         except Exception as exc:
-            self.ready = False
-            log.exception("checkpoint failed; stopping the worker without committing")
-            await self.crash(exc)
+            await self._fail(exc, "worker failed")
 
     async def process(self, batch: Batch) -> None:
         runner = self.runner
@@ -205,17 +229,28 @@ class PipelineService(mode.Service):
         except Exception as exc:
             # Never skip a batch: stop committing and crash the worker; the group
             # replays everything after the last checkpoint on a healthy member.
-            self.ready = False
-            metrics.worker_ready.set(0)
-            metrics.errors_total.labels(stage="runner", error_class=type(exc).__name__).inc()
-            log.exception("batch processing failed; stopping the worker without committing")
-            await self.crash(exc)
+            await self._fail(exc, "batch processing failed")
+
+    async def _fail(self, exc: BaseException, what: str) -> None:
+        """Stop the worker (non-zero exit) without committing anything more."""
+        self.ready = False
+        metrics.worker_ready.set(0)
+        metrics.errors_total.labels(stage="runner", error_class=type(exc).__name__).inc()
+        if isinstance(exc, StreamError):
+            log.error("%s: %s; stopping the worker without committing", what, exc)
+        else:
+            log.exception("%s; stopping the worker without committing", what)
+        await self.crash(exc)
 
     async def on_stop(self) -> None:
         self.ready = False
         metrics.worker_ready.set(0)
         if self.runner is not None:
-            self.runner.close()
+            # Leave a few seconds of the grace period for leaving the group and exiting.
+            self.runner.close(wait=max(self.settings.shutdown_grace - 5.0, 1.0))
+        close = getattr(self.reference, "close", None)
+        if close is not None:
+            close()
         if self._tail is not None:
             self._tail.close()
         log.info("pipeline stopped: final checkpoint done, left the consumer group")
@@ -277,7 +312,7 @@ def create_app(settings: Settings) -> tuple[faust.App, PipelineService]:
         body = {
             "ready": ok,
             "assigned_partitions": runner.assigned_partitions if runner else [],
-            "reference_services": len(service.reference),
+            "reference_services": len(ref) if isinstance(ref := service.reference, Sized) else None,
         }
         return web.json(body, status=200 if ok else 503)
 

@@ -12,6 +12,20 @@ partition's first batch is processed; ``on_revoke`` checkpoints and drops the
 partition. Batches fetched before a rebalance are filtered by an assignment
 epoch, so a record of a partition this worker no longer owns is never
 processed (its new owner replays it from the committed offset).
+
+Going back: some failures need records fetched again. The same epoch bump plus
+a ``seek`` serves them — an aborted ``exactly_once`` transaction (rewind every
+owned partition to its last commit and reload its window state from the
+changelog) and an unavailable enrichment lookup in ``pause`` mode (seek back to
+the start of the batch that found it down, pause, resume once its circuit
+breaker lets a probe through). Backpressure pauses fetching while the producer
+queue is above half its capacity and resumes below a tenth
+(:mod:`stream.kafka.pausing`).
+
+Failures: a batch that raised, or a checkpoint that failed for good, poisons
+the runner: it never commits again and every later call raises, so the worker
+stops without committing past the failure and the group replays from the last
+commit.
 """
 
 from __future__ import annotations
@@ -23,17 +37,27 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from stream.checkpoint import STATE_OFFSET_KEY, Checkpointer
 from stream.config import Settings
 from stream.errors import FatalError, StreamError
 from stream.kafka.dlq import DlqWriter
 from stream.kafka.headers import TRACEPARENT, TRACESTATE, header_value
-from stream.kafka.producer import OutputProducer
+from stream.kafka.pausing import BACKPRESSURE, LOOKUP, PartitionPauser
+from stream.kafka.producer import OutputProducer, TransactionAbortedError
 from stream.models import Correlation, encoder
 from stream.observability import metrics
 from stream.observability.tracing import BatchTracer
+from stream.resilience.circuit_breaker import BreakerState, CircuitBreaker
+from stream.resilience.retry import RetryPolicy
 from stream.stages.correlate import Correlator
 from stream.stages.enrich import Enricher
 from stream.stages.validate import (
@@ -50,6 +74,13 @@ log = logging.getLogger(__name__)
 VALIDATE, ENRICH, CORRELATE = "validate", "enrich", "correlate"
 
 ChangelogReader = Callable[[int], Iterable[tuple[bytes, bytes | None]]]
+
+#: Seconds a checkpoint on revocation may keep retrying before the partitions go anyway.
+REVOKE_CHECKPOINT_WAIT_S = 10.0
+#: Backoff before retrying a lookup that failed while the breaker still let calls through.
+LOOKUP_RETRY = RetryPolicy(
+    initial=0.5, multiplier=2.0, max_delay=10.0, max_attempts=1_000_000, total_timeout=None
+)
 
 
 class Batch(NamedTuple):
@@ -73,6 +104,7 @@ class BatchRunner:
         correlator: Correlator,
         read_changelog: ChangelogReader,
         tracer: BatchTracer | None = None,
+        reference_breaker: CircuitBreaker | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -110,7 +142,14 @@ class BatchRunner:
         self._last_stage_seconds: dict[str, float] = {}
         #: Set when a batch failed mid-way: from then on nothing is committed (the
         #: worker stops and the group replays from the last commit).
-        self.failed: BaseException | None = None
+        self._failed: BaseException | None = None
+        self._pauser = PartitionPauser(consumer, self._input)
+        limit = producer.queue_limit
+        self._high_water, self._low_water = limit // 2, limit // 10
+        self._breaker = reference_breaker
+        self._pause_on_lookup_failure = settings.enrich.on_lookup_failure == "pause"
+        self._lookup_failures = 0
+        self._lookup_retry_at = 0.0
         self._labels_consumed = metrics.events_consumed_total.labels(topic=self._input)
         self._labels_enriched = metrics.events_produced_total.labels(topic=self._enriched)
         self._labels_corr_topic = metrics.events_produced_total.labels(topic=self._correlations)
@@ -150,14 +189,27 @@ class BatchRunner:
             [self._input], on_assign=self.on_assign, on_revoke=self.on_revoke, on_lost=self.on_lost
         )
 
-    def close(self) -> None:
-        """Final checkpoint (unless a batch failed), then leave the group (used on SIGTERM)."""
+    def close(self, wait: float = 10.0) -> None:
+        """Final checkpoint (unless something failed), then leave the group (SIGTERM).
+
+        ``wait``: seconds the final checkpoint may retry transient failures.
+        """
         if self.failed is None:
             try:
-                self.checkpointer.checkpoint()
+                if not self.checkpointer.checkpoint(wait=wait):
+                    log.warning("final checkpoint deferred; uncommitted records will be replayed")
             except StreamError:
                 log.exception("final checkpoint failed; uncommitted records will be replayed")
         self._consumer.close()
+
+    @property
+    def failed(self) -> BaseException | None:
+        """The failure that stopped this runner (a batch, or a checkpoint), if any."""
+        return self._failed or self.checkpointer.failed
+
+    @property
+    def paused(self) -> bool:
+        return self._pauser.paused
 
     @property
     def assigned_partitions(self) -> list[int]:
@@ -166,24 +218,43 @@ class BatchRunner:
     # -- fetching -------------------------------------------------------------------------------
 
     def fetch(self, timeout: float = 0.0) -> Batch | None:
-        """Take up to ``max_batch`` records librdkafka already fetched (non-blocking by default)."""
+        """Take up to ``max_batch`` records librdkafka already fetched (non-blocking by default).
+
+        Called even while paused: ``consume`` also serves rebalances and keeps the
+        member in its group.
+        """
+        self._flow_control()
         records = self._consumer.consume(self.settings.max_batch, timeout)
         self.last_poll = self._wall()
         if not records:
             return None
         return Batch(records, self._epoch)
 
+    def _flow_control(self) -> None:
+        owned = self._assigned.keys()
+        pauser = self._pauser
+        queued = len(self._producer)
+        if queued >= self._high_water:
+            pauser.hold(BACKPRESSURE, owned, f"({queued} records queued for the broker)")
+        elif queued <= self._low_water and BACKPRESSURE in pauser.reasons:
+            pauser.release(BACKPRESSURE, owned, f"({queued} records queued)")
+        if LOOKUP in pauser.reasons and self._wall() >= self._lookup_retry_at:
+            breaker = self._breaker
+            if breaker is None or breaker.state is not BreakerState.OPEN:
+                # The next batch's lookup is the probe; if it fails, we pause again.
+                pauser.release(LOOKUP, owned, "(lookup breaker lets a probe through)")
+
     # -- processing -----------------------------------------------------------------------------
 
     def process(self, batch: Batch) -> None:
         """Process one batch; any exception poisons the runner so nothing more is committed."""
         if self.failed is not None:
-            return
+            raise FatalError(f"not processing after an earlier failure: {self.failed}")
         start_ns = time.time_ns()
         try:
             self._process(batch)
         except BaseException as exc:
-            self.failed = exc
+            self._failed = exc
             raise
         if self._tracer is not None:
             self._tracer.record_batch(
@@ -214,12 +285,16 @@ class BatchRunner:
         result = self._validator.validate(values)
         t1 = time.perf_counter()
         self._stage_time[VALIDATE].observe(t1 - t0)
-        if result.rejects:
-            self._reject_validation(good, result.rejects)
         events, times, indices = result.events, result.event_times, result.indices
-        self._processed[VALIDATE].inc(len(events))
 
         enriched = self._enricher.enrich(events, times, [values[i] for i in indices])
+        if enriched.degraded and self._pause_on_lookup_failure:
+            self._pause_for_lookup(good, enriched.degraded)
+            return  # nothing of this batch was written; it is fetched again after the pause
+        self._lookup_failures = 0
+        if result.rejects:
+            self._reject_validation(good, result.rejects)
+        self._processed[VALIDATE].inc(len(events))
         keys = [good[i].key() for i in indices]
         for j, key in enumerate(keys):
             if key is None:
@@ -369,18 +444,30 @@ class BatchRunner:
     # -- periodic work --------------------------------------------------------------------------
 
     def tick(self) -> None:
-        """Close idle windows, checkpoint when due, refresh lag gauges (about every second)."""
+        """Close idle windows, checkpoint when due, refresh lag gauges (about every second).
+
+        Raises once the runner has failed (also in a rebalance callback), so the
+        worker stops.
+        """
         now_ms = int(self._wall() * 1000)
         if self.failed is not None:
-            return
+            raise FatalError(f"stopping after an earlier failure: {self.failed}")
         self._emit(self._correlator.advance_idle(now_ms))
-        if self.checkpointer.due():
-            self.checkpointer.checkpoint()
+        self.maybe_checkpoint()
         self._update_gauges()
 
     def maybe_checkpoint(self) -> None:
         if self.failed is None and self.checkpointer.due():
-            self.checkpointer.checkpoint()
+            self._checkpoint()
+
+    def _checkpoint(self, partitions: list[int] | None = None, wait: float = 0.0) -> bool:
+        """Checkpoint; an aborted transaction rewinds to the last commit instead of failing."""
+        try:
+            return self.checkpointer.checkpoint(partitions, wait=wait)
+        except TransactionAbortedError as exc:
+            log.warning("%s; rewinding every owned partition to its last commit", exc)
+            self._rewind_to_last_commit([p for p in self._assigned if p not in (partitions or ())])
+            return False
 
     def _update_gauges(self) -> None:
         for p in self._assigned:
@@ -404,11 +491,16 @@ class BatchRunner:
     # -- rebalance callbacks (run inside consume(), on the event-loop thread) -------------------
 
     def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        if self._eos and self.failed is None and self._assigned:
+            # Commit the open transaction first: restoring can take longer than
+            # transaction.timeout.ms, after which the broker would abort it.
+            self._checkpoint(wait=REVOKE_CHECKPOINT_WAIT_S)
         self._epoch += 1
         for tp in partitions:
             self._restore(tp.partition)
             self._assigned[tp.partition] = self._epoch
             self.checkpointer.assigned.add(tp.partition)
+        self._pauser.assigned([tp.partition for tp in partitions])
         metrics.rebalances_total.labels(kind="assign").inc()
         metrics.assigned_partitions.set(len(self._assigned))
         log.info("assigned partitions %s of %s", [tp.partition for tp in partitions], self._input)
@@ -417,7 +509,17 @@ class BatchRunner:
         revoked = [tp.partition for tp in partitions]
         try:
             if self.failed is None:
-                self.checkpointer.checkpoint(None if self._eos else revoked)
+                # exactly_once: one transaction holds every partition's outputs, so it
+                # is committed whole; at_least_once commits just the revoked offsets.
+                done = self._checkpoint(
+                    None if self._eos else revoked, wait=REVOKE_CHECKPOINT_WAIT_S
+                )
+                if not done:
+                    log.warning(
+                        "could not commit revoked partitions %s; their new owner replays from "
+                        "the last commit",
+                        revoked,
+                    )
         except StreamError:
             log.exception(
                 "checkpoint on revocation failed; the new owner replays from the last commit"
@@ -430,6 +532,16 @@ class BatchRunner:
         lost = [tp.partition for tp in partitions]
         self.checkpointer.forget(lost)
         self._drop(lost)
+        if self._eos and self.failed is None:
+            # The open transaction holds outputs of the lost partitions, which their new
+            # owner is producing too: abort it and redo the partitions still owned.
+            try:
+                self._producer.abort()
+                self._producer.begin()
+            except StreamError as exc:
+                self._failed = exc
+                raise
+            self._rewind_to_last_commit(list(self._assigned))
         metrics.rebalances_total.labels(kind="lost").inc()
         log.warning("lost partitions %s of %s without commit", lost, self._input)
 
@@ -440,10 +552,68 @@ class BatchRunner:
             self._state_offsets.pop(p, None)
             self.checkpointer.assigned.discard(p)
             self.checkpointer.forget([p])
+            self.checkpointer.committed.pop(p, None)
             self._correlator.drop_partition(p)
             with contextlib.suppress(KeyError):
                 metrics.consumer_lag.remove(self._input, str(p))
+        self._pauser.revoked(partitions)
         metrics.assigned_partitions.set(len(self._assigned))
+
+    # -- going back -----------------------------------------------------------------------------
+
+    def _pause_for_lookup(self, batch: list[Message], degraded: int) -> None:
+        """``on_lookup_failure: pause``: fetch this batch again once the lookup is back."""
+        self._lookup_failures += 1
+        self._lookup_retry_at = self._wall() + LOOKUP_RETRY.backoff_cap(self._lookup_failures)
+        firsts: dict[int, int] = {}
+        for m in batch:
+            firsts.setdefault(m.partition(), m.offset())
+        self._seek_back(firsts)
+        self._pauser.hold(LOOKUP, self._assigned.keys(), f"({degraded} events found no lookup)")
+        metrics.errors_total.labels(stage=ENRICH, error_class="lookup_unavailable").inc()
+
+    def _rewind_to_last_commit(self, partitions: list[int]) -> None:
+        """Forget everything since the last commit: window state from the changelog and
+        input positions from the committed offsets (after an aborted transaction)."""
+        for p in partitions:
+            self.checkpointer.forget([p])
+            self._state_offsets.pop(p, None)
+            self._correlator.drop_partition(p)
+            self._restore(p)
+        self._seek_back({}, partitions)
+
+    def _seek_back(self, positions: dict[int, int], partitions: list[int] | None = None) -> None:
+        """Seek ``partitions`` (default: all owned) back to ``positions`` or, for partitions
+        without one, to the next unprocessed record; drop batches fetched before."""
+        targets = list(self._assigned) if partitions is None else partitions
+        unknown = []
+        for p in targets:
+            if p in positions:
+                continue
+            known = self.checkpointer.pending.get(p, self.checkpointer.committed.get(p))
+            if known is None:
+                unknown.append(p)
+            else:
+                positions[p] = known
+        if unknown:
+            positions.update(self._committed_positions(unknown))
+        self._epoch += 1
+        for p in self._assigned:
+            self._assigned[p] = self._epoch
+        try:
+            for p in targets:
+                self._consumer.seek(TopicPartition(self._input, p, positions[p]))
+        except KafkaException as exc:
+            raise FatalError(f"cannot seek {self._input} back: {exc.args[0]}") from None
+
+    def _committed_positions(self, partitions: list[int]) -> dict[int, int]:
+        """The group's committed offsets; the beginning where none (auto.offset.reset)."""
+        tps = [TopicPartition(self._input, p) for p in partitions]
+        try:
+            committed = self._consumer.committed(tps, timeout=10)
+        except KafkaException as exc:
+            raise FatalError(f"cannot read committed offsets: {exc.args[0]}") from None
+        return {tp.partition: tp.offset if tp.offset >= 0 else OFFSET_BEGINNING for tp in committed}
 
     def _restore(self, partition: int) -> None:
         entries: list[tuple[bytes, bytes | None]] = []

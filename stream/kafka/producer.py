@@ -74,6 +74,8 @@ class OutputProducer:
             )
         self._producer = Producer(client_config(base_conf, **overrides))
         self.transactional = transactional_id is not None
+        #: librdkafka's queue bound (records); the runner pauses fetching well below it.
+        self.queue_limit = int(overrides["queue.buffering.max.messages"])
         self._failures = 0
         self._first_failure: str | None = None
         self._produce = self._producer.produce
