@@ -1,0 +1,117 @@
+"""Two workers, ``kill -9``-ed in turn every few seconds and restarted, events flowing.
+
+What must hold (per input record, matched by event id or ``dlq.original.*`` offset):
+
+* nothing is lost: every valid event is in ``events.enriched``, every invalid one in
+  the DLQ;
+* ``exactly_once``: no copies at all (outputs read with ``read_committed``);
+* ``at_least_once``: copies only of records at or after the committed offset of a
+  partition the killed worker owned when it died (its uncommitted interval). They
+  are counted and reported.
+
+Before each kill the victim is frozen (SIGSTOP) so the committed offsets read then
+are exactly the ones its successor resumes from.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stream.loadgen import EventGenerator, GeneratorConfig
+
+from .harness import (
+    BackgroundProducer,
+    Pipeline,
+    Position,
+    Worker,
+    account,
+    chaos_events,
+    committed_offsets,
+    inputs_of,
+    read_topic,
+    wait_all_committed,
+    workers,
+)
+
+pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(300)]
+
+#: Short sessions so a killed member is noticed in seconds, not the default 15 s.
+FAST_FAILOVER = json.dumps({"session.timeout.ms": "6000", "heartbeat.interval.ms": "1000"})
+#: How long a (re)started victim processes before it is killed again.
+RUN_BEFORE_KILL_S = 2.0
+PRODUCE_SECONDS = 25.0
+MIN_KILLS = 4
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_kill_minus_nine_loses_nothing(
+    guarantee: str,
+    pipeline_factory: Callable[..., Pipeline],
+    workdir: Path,
+    chaos_report: Callable[[dict[str, Any]], None],
+) -> None:
+    events = chaos_events(40_000)
+    pipeline = pipeline_factory(partitions=4)
+    generated = list(EventGenerator(GeneratorConfig(seed=7, invalid_ratio=0.02)).records(events))
+    env = {"STREAM_PROCESSING_GUARANTEE": guarantee, "STREAM_KAFKA": FAST_FAILOVER}
+    a = Worker(pipeline, workdir, "a", env=env)
+    b = Worker(pipeline, workdir, "b", env=env)
+    kills: list[tuple[list[int], dict[int, int]]] = []
+    with workers(a, b):
+        a.start()
+        b.start()
+        a.wait_ready()
+        b.wait_ready()
+        producer = BackgroundProducer(
+            pipeline, [(r.key, r.value) for r in generated], rate=events / PRODUCE_SECONDS
+        )
+        producer.start()
+        victims = (a, b)
+        while producer.is_alive() or len(kills) < MIN_KILLS:
+            victim = victims[len(kills) % 2]
+            victim.wait_ready(timeout=60)  # kill it while it works, not while it boots
+            time.sleep(RUN_BEFORE_KILL_S)
+            owned = victim.assigned()
+            victim.freeze()  # no commit can happen between reading offsets and the kill
+            kills.append((owned, committed_offsets(pipeline)))
+            victim.kill()
+            victim.start()
+        positions = producer.finish()
+        wait_all_committed(pipeline, timeout=120, workers=(a, b))
+        for w in (a, b):
+            w.wait_ready(assigned=False)  # a SIGTERM before start-up completes is not graceful
+            code, _ = w.terminate()
+            assert code == 0, f"worker {w.name} exited with {code}:\n{w.log_tail()}"
+
+    enriched = read_topic(pipeline, pipeline.enriched)
+    dlq = read_topic(pipeline, pipeline.dlq)
+    inputs = inputs_of(positions, [r.event_id for r in generated], [r.valid for r in generated])
+    ledger = account(inputs, enriched, dlq)
+    chaos_report(
+        ledger.row(
+            "kill -9 workers in turn",
+            guarantee=guarantee,
+            notes=f"{len(kills)} kills, {ledger.late_out} late",
+        )
+    )
+    assert ledger.lost == [], f"{len(ledger.lost)} records lost, first {ledger.lost[:5]}"
+    assert ledger.misplaced == []
+    assert ledger.enriched_out >= ledger.valid_in
+    if guarantee == "exactly_once":
+        assert ledger.duplicates == {}, f"{ledger.duplicate_count} duplicates in exactly_once"
+    else:
+        outside = [pos for pos in ledger.duplicates if not _uncommitted_when_killed(pos, kills)]
+        assert outside == [], f"duplicates outside uncommitted ranges: {outside}"
+
+
+def _uncommitted_when_killed(pos: Position, kills: list[tuple[list[int], dict[int, int]]]) -> bool:
+    partition, offset = pos
+    return any(
+        partition in owned and offset >= committed.get(partition, 0) for owned, committed in kills
+    )
