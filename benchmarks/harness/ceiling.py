@@ -1,8 +1,9 @@
 """The ceiling: consume the input and produce every record unchanged, nothing else.
 
 It uses the worker's own client settings (``stream.app.CONSUMER_DEFAULTS`` and the
-worker's ``OutputProducer``) and the worker's batch shape (``consume(10000)`` then
-``produce_values``), but no decoding, no stages, no commits: what is left is the
+worker's ``OutputProducer``) and the worker's fetch shape (non-blocking
+``consume(10000, 0)``, a 5 ms nap when nothing is there, then ``produce_values``),
+but no decoding, no stages, no commits: what is left is the
 cost of the Python client and the broker on this machine, the most any Python
 pipeline here could do. Prints one JSON line like the peers.
 
@@ -18,6 +19,9 @@ import time
 from typing import Any
 
 BATCH = 10_000
+#: As the worker's fetch loop: a blocking consume(n, t) would wait for n records or t
+#: seconds and add up to t of latency at low rates.
+IDLE_SLEEP_S = 0.005
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -51,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     first: float | None = None
     deadline = time.monotonic() + args.timeout
     while consumed < args.expect and time.monotonic() < deadline:
-        batch = consumer.consume(BATCH, 0.5)
+        batch = consumer.consume(BATCH, 0)
         if not batch:
+            time.sleep(IDLE_SLEEP_S)
             continue
         if first is None:
             first = time.monotonic()

@@ -34,6 +34,8 @@ REPO: Final = Path(__file__).resolve().parents[2]
 WEB_PORT_RANGE: Final = range(46500, 47000)
 STOP_GRACE_S: Final = 30.0
 _CONSUMED: Final = "stream_events_consumed_total"
+_REBALANCES: Final = "stream_rebalances_total"
+_CHECKPOINTS: Final = "stream_checkpoints_total"
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -199,8 +201,14 @@ class WorkerGroup(System):
             if time.monotonic() > deadline:
                 raise TimeoutError("offsets not committed to the end of the input")
             time.sleep(0.5)
-        codes = self.stop()
-        return {"committed_to_end": True, "exit_codes": codes}
+        samples = [s for s in self._scrape() if s is not None]
+        facts: dict[str, Any] = {
+            "committed_to_end": True,
+            "rebalances": int(sum(s.total(_REBALANCES) for s in samples)),
+            "checkpoints": int(sum(s.total(_CHECKPOINTS) for s in samples)),
+        }
+        facts["exit_codes"] = self.stop()
+        return facts
 
 
 class ProgramSystem(System):
