@@ -245,15 +245,19 @@ class PipelineService(mode.Service):
     async def on_stop(self) -> None:
         self.ready = False
         metrics.worker_ready.set(0)
+        committed = False
         if self.runner is not None:
             # Leave a few seconds of the grace period for leaving the group and exiting.
-            self.runner.close(wait=max(self.settings.shutdown_grace - 5.0, 1.0))
+            committed = self.runner.close(wait=max(self.settings.shutdown_grace - 5.0, 1.0))
         close = getattr(self.reference, "close", None)
         if close is not None:
             close()
         if self._tail is not None:
             self._tail.close()
-        log.info("pipeline stopped: final checkpoint done, left the consumer group")
+        log.info(
+            "pipeline stopped: %s, left the consumer group",
+            "everything processed is committed" if committed else "no final commit",
+        )
 
     def healthy(self) -> bool:
         runner = self.runner

@@ -189,18 +189,22 @@ class BatchRunner:
             [self._input], on_assign=self.on_assign, on_revoke=self.on_revoke, on_lost=self.on_lost
         )
 
-    def close(self, wait: float = 10.0) -> None:
+    def close(self, wait: float = 10.0) -> bool:
         """Final checkpoint (unless something failed), then leave the group (SIGTERM).
 
-        ``wait``: seconds the final checkpoint may retry transient failures.
+        ``wait``: seconds the final checkpoint may retry transient failures. Returns
+        whether everything processed was committed.
         """
+        committed = False
         if self.failed is None:
             try:
-                if not self.checkpointer.checkpoint(wait=wait):
+                committed = self.checkpointer.checkpoint(wait=wait)
+                if not committed:
                     log.warning("final checkpoint deferred; uncommitted records will be replayed")
             except StreamError:
                 log.exception("final checkpoint failed; uncommitted records will be replayed")
         self._consumer.close()
+        return committed
 
     @property
     def failed(self) -> BaseException | None:
