@@ -8,13 +8,15 @@ The event count of the volume tests is ``STREAM_CHAOS_EVENTS`` (see harness.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .harness import Pipeline, create_pipeline, delete_pipeline
+from .harness import pipeline_factory
+
+__all__ = ["pipeline_factory"]  # a fixture, shared with tests/integration
 
 _ROWS: list[dict[str, Any]] = []
 _COLUMNS = ("test", "guarantee", "events in", "enriched", "DLQ", "duplicates", "lost", "notes")
@@ -23,22 +25,6 @@ _COLUMNS = ("test", "guarantee", "events in", "enriched", "DLQ", "duplicates", "
 @pytest.fixture
 def chaos_report() -> Callable[[dict[str, Any]], None]:
     return _ROWS.append
-
-
-@pytest.fixture
-def pipeline_factory(kafka_bootstrap: str) -> Iterator[Callable[..., Pipeline]]:
-    """``pipeline_factory(partitions=4, bootstrap=None, **kw)``: fresh topics, deleted after."""
-    made: list[Pipeline] = []
-
-    def make(partitions: int = 4, bootstrap: str | None = None, **kwargs: Any) -> Pipeline:
-        pipeline = create_pipeline(bootstrap or kafka_bootstrap, partitions, **kwargs)
-        made.append(pipeline)
-        return pipeline
-
-    yield make
-    for pipeline in made:
-        if pipeline.bootstrap == kafka_bootstrap:
-            delete_pipeline(pipeline)
 
 
 @pytest.fixture

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import msgspec
+import pytest
 from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
@@ -172,6 +173,26 @@ def create_pipeline(
 
     wait_for(leaders_ready, 30, "leaders of the pipeline topics")
     return pipeline
+
+
+@pytest.fixture
+def pipeline_factory(kafka_bootstrap: str) -> Iterator[Callable[..., Pipeline]]:
+    """``pipeline_factory(partitions=4, bootstrap=None, **kw)``: fresh topics, deleted after.
+
+    Import it into a test module (or conftest) to use it; topics on other brokers
+    (``bootstrap=``) die with their broker.
+    """
+    made: list[Pipeline] = []
+
+    def make(partitions: int = 4, bootstrap: str | None = None, **kwargs: Any) -> Pipeline:
+        pipeline = create_pipeline(bootstrap or kafka_bootstrap, partitions, **kwargs)
+        made.append(pipeline)
+        return pipeline
+
+    yield make
+    for pipeline in made:
+        if pipeline.bootstrap == kafka_bootstrap:
+            delete_pipeline(pipeline)
 
 
 def delete_pipeline(pipeline: Pipeline) -> None:
@@ -349,17 +370,21 @@ def workers(*ws: Worker) -> Iterator[tuple[Worker, ...]]:
 Position = tuple[int, int]
 
 
-def _producer(pipeline: Pipeline) -> Producer:
-    return Producer(pipeline.conf(**{"linger.ms": 5, "enable.idempotence": True}))
+def _producer(pipeline: Pipeline, **conf: Any) -> Producer:
+    return Producer(pipeline.conf(**{"linger.ms": 5, "enable.idempotence": True, **conf}))
 
 
 def produce(
     pipeline: Pipeline,
     records: Iterable[tuple[bytes | None, bytes | None]],
     topic: str | None = None,
+    **conf: Any,
 ) -> list[Position]:
-    """Write ``(key, value)`` records; return each one's (partition, offset) in input order."""
-    producer = _producer(pipeline)
+    """Write ``(key, value)`` records; return each one's (partition, offset) in input order.
+
+    ``conf``: extra producer settings (e.g. ``{"message.max.bytes": ...}`` via ``**``).
+    """
+    producer = _producer(pipeline, **conf)
     positions: list[Position] = []
     failures: list[str] = []
 
@@ -656,3 +681,25 @@ def inputs_of(
 ) -> dict[Position, tuple[str, bool]]:
     assert all(p >= 0 for p, _ in positions), "some input records were never acknowledged"
     return {pos: (ids[i], valid[i]) for i, pos in enumerate(positions)}
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+def event(index: int, *, source: str = "svc-1", pad: int = 0, prefix: str = "ev") -> bytes:
+    """One valid input event (``pad``: an attribute of that many characters)."""
+    body: dict[str, Any] = {
+        "event_id": f"{prefix}-{index}",
+        "type": "http.request",
+        "source": source,
+        "timestamp": int(time.time() * 1000),
+        "severity": "info",
+    }
+    if pad:
+        body["attributes"] = {"pad": os.urandom(pad // 2 + 1).hex()[:pad]}
+    return json.dumps(body).encode()
+
+
+def numbered(count: int, start: int = 0, **kwargs: Any) -> list[tuple[bytes, bytes]]:
+    """``count`` valid events with ids ``ev-<start>..``, keyed by index (spread over partitions)."""
+    return [(b"k%d" % i, event(i, **kwargs)) for i in range(start, start + count)]
