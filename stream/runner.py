@@ -146,6 +146,14 @@ class BatchRunner:
         self._pauser = PartitionPauser(consumer, self._input)
         limit = producer.queue_limit
         self._high_water, self._low_water = limit // 2, limit // 10
+        in_flight = (settings.max_inflight_batches + 1) * settings.max_batch
+        if limit - self._high_water < in_flight:
+            log.warning(
+                "queue.buffering.max.messages=%d leaves less than (max_inflight_batches + 1) * "
+                "max_batch = %d records above the backpressure mark: producing may block",
+                limit,
+                in_flight,
+            )
         self._breaker = reference_breaker
         self._pause_on_lookup_failure = settings.enrich.on_lookup_failure == "pause"
         self._lookup_failures = 0
