@@ -41,8 +41,10 @@ LatePolicy = Literal["dlq", "drop"]
 class CorrelateResult(NamedTuple):
     """Correlations produced by a batch, and the batch positions of late events.
 
-    ``late_indices`` are positions in the ``events`` passed to ``process``; it
-    is empty under ``late_policy="drop"`` (late events are still counted).
+    ``late_indices`` are positions in the ``events`` passed to ``process``, in
+    ascending order, of events that were late for at least one rule they
+    matched (they may still have counted for other rules); it is empty under
+    ``late_policy="drop"`` (late events are still counted in the metric).
     """
 
     correlations: list[Correlation]

@@ -45,6 +45,7 @@ from stream.windows.spec import (
     SessionWindow,
     ThresholdRuleSpec,
     TumblingWindow,
+    check_match,
 )
 
 WindowSpec = TumblingWindow | HoppingWindow | SessionWindow
@@ -118,6 +119,18 @@ def build_correlation(
         sample_event_ids=[event_id for _, event_id in samples],
         final=final,
     )
+
+
+def emit_in_order(closed: list[Correlation], out: list[Correlation]) -> None:
+    """Append the final records of one close in a canonical order.
+
+    Which group's window is examined first depends on heap tie-breaks and dict
+    order, which a restore does not reproduce; sorting makes a restored run
+    emit byte-for-byte the same sequence as an uninterrupted one.
+    """
+    if len(closed) > 1:
+        closed.sort(key=lambda c: (c.window_end, c.window_start, sorted(c.group.items())))
+    out.extend(closed)
 
 
 def acc_correlation(
@@ -276,6 +289,7 @@ def _compile_custom(rule: Rule) -> WindowRule:
     if not isinstance(window, TumblingWindow | HoppingWindow | SessionWindow):
         raise ConfigError(f"{name}.window", "set a TumblingWindow, HoppingWindow or SessionWindow")
     try:
+        check_match(rule.match)
         for path in rule.group_by:
             check_field_path(path)
         field_filter = Filter(

@@ -24,7 +24,7 @@ from stream.models import Correlation
 from stream.windows.aggregates import WindowAcc
 from stream.windows.changelog import TAG_WINDOW, Changes, encode, entry_key, group_key
 from stream.windows.clock import Batch
-from stream.windows.compiled import WindowRule, acc_correlation
+from stream.windows.compiled import WindowRule, acc_correlation, emit_in_order
 from stream.windows.judges import Judge
 from stream.windows.spec import HoppingWindow, TumblingWindow
 from stream.windows.store import NOTHING, KeyBudget, StoreOutcome
@@ -234,6 +234,7 @@ class FixedWindowStore:
         close_after = self._close_after
         judge = self._judge
         size = self._size
+        closed: list[Correlation] = []
         while starts and starts[0] + close_after <= watermark:
             start = heappop(starts)
             bucket = self._buckets.pop(start)
@@ -241,13 +242,16 @@ class FixedWindowStore:
             for key, acc in bucket.items():
                 value = judge.final(key, acc, end)
                 if value is not None:
-                    out.append(acc_correlation(self._info, key, start, end, value, acc, final=True))
+                    closed.append(
+                        acc_correlation(self._info, key, start, end, value, acc, final=True)
+                    )
                 acc.live = False
                 if not acc.dirty and acc.stored:
                     acc.dirty = True
                     self._dirty.append((start, key, acc))
             self._keys -= len(bucket)
             self._budget.used -= len(bucket)
+        emit_in_order(closed, out)
         judge.expire(watermark)
 
     # -- changelog ---------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from stream.models import Correlation
 from stream.windows.aggregates import Entry
 from stream.windows.changelog import TAG_SEQUENCE, Changes, encode, entry_key, group_key
 from stream.windows.clock import Batch
-from stream.windows.compiled import SequenceRule, build_correlation
+from stream.windows.compiled import SequenceRule, build_correlation, emit_in_order
 from stream.windows.store import NOTHING, KeyBudget, StoreOutcome
 
 _GROUP_BYTES = 360
@@ -173,13 +173,15 @@ class SequenceStore:
 
     def close(self, watermark: int, out: list[Correlation]) -> None:
         heap = self._heap
+        closed: list[Correlation] = []
         while heap and heap[0][0] <= watermark:
             due, _, key = heappop(heap)
             group = self._groups.get(key)
             if group is None or group.due != due:
                 continue  # superseded entry
             group.due = _NO_DUE
-            self._close_group(key, group, watermark, out)
+            self._close_group(key, group, watermark, closed)
+        emit_in_order(closed, out)
 
     def _close_group(
         self, key: Hashable, group: SequenceGroup, watermark: int, out: list[Correlation]
@@ -243,8 +245,12 @@ class SequenceStore:
     def finish_restore(self) -> None:
         self._heap = []
         horizon = self._horizon
-        for key, group in self._groups.items():
+        for key, group in list(self._groups.items()):
             times = [a.event[0] for a in group.anchors] + [e[0] for s in group.steps for e in s]
+            if not times:  # never written empty; tolerate it anyway
+                del self._groups[key]
+                self._budget.used -= 1
+                continue
             group.due = min(times) + horizon
             self._heap.append((group.due, next(self._tiebreak), key))
         heapify(self._heap)

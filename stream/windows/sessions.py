@@ -29,7 +29,7 @@ from stream.models import Correlation
 from stream.windows.aggregates import Entry, WindowAcc, merge_common
 from stream.windows.changelog import TAG_SESSIONS, Changes, encode, entry_key, group_key
 from stream.windows.clock import Batch
-from stream.windows.compiled import WindowRule, acc_correlation
+from stream.windows.compiled import WindowRule, acc_correlation, emit_in_order
 from stream.windows.fixed import dump_acc, load_acc
 from stream.windows.judges import Judge
 from stream.windows.spec import SessionWindow
@@ -199,6 +199,7 @@ class SessionStore:
 
     def close(self, watermark: int, out: list[Correlation]) -> None:
         heap = self._heap
+        closed: list[Correlation] = []
         groups = self._groups
         while heap and heap[0][0] <= watermark:
             due, _, key = heappop(heap)
@@ -206,8 +207,9 @@ class SessionStore:
             if group is None or group.due != due:
                 continue  # superseded entry
             group.due = _NO_DUE
-            self._close_group(key, group, watermark, out)
+            self._close_group(key, group, watermark, closed)
         self._judge.expire(watermark)
+        emit_in_order(closed, out)
 
     def _close_group(
         self, key: Hashable, group: SessionGroup, watermark: int, out: list[Correlation]

@@ -74,11 +74,13 @@ FieldPath = Annotated[str, AfterValidator(check_field_path)]
 MatchScalar = str | int | float | bool
 
 
-def _check_match(match: dict[str, MatchScalar | list[MatchScalar]]) -> dict[str, Any]:
+def check_match(match: Mapping[str, object]) -> Mapping[str, object]:
+    """Validate a ``match:`` mapping (field paths, severities); raises ``ValueError``."""
     for path, expected in match.items():
-        values = expected if isinstance(expected, list) else [expected]
+        many = isinstance(expected, list | tuple | set | frozenset)
+        values = list(expected) if many else [expected]  # type: ignore[call-overload]
         if path == SEVERITY_AT_LEAST:
-            if isinstance(expected, list) or expected not in SEVERITY_RANK:
+            if many or expected not in SEVERITY_RANK:
                 raise ValueError(
                     f"severity_at_least must be one severity of {', '.join(SEVERITY_RANK)}"
                 )
@@ -96,7 +98,7 @@ def _check_match(match: dict[str, MatchScalar | list[MatchScalar]]) -> dict[str,
 
 
 #: ``{field: value}`` or ``{field: [any, of, these]}``; all entries must hold.
-Match = Annotated[dict[str, MatchScalar | list[MatchScalar]], AfterValidator(_check_match)]
+Match = Annotated[dict[str, MatchScalar | list[MatchScalar]], AfterValidator(check_match)]
 
 
 class _Frozen(BaseModel):

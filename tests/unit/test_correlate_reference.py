@@ -20,6 +20,7 @@ reference's late events.
 from __future__ import annotations
 
 import math
+import os
 import statistics
 from collections import defaultdict
 from collections.abc import Hashable, Sequence
@@ -730,8 +731,10 @@ def check(rules: Sequence[Any], engine_rules: Sequence[Any], sc: Scenario) -> No
     assert counts == expected_counts
 
 
+#: Examples per property; raise it for a deeper run, e.g. STREAM_PROPERTY_EXAMPLES=1000.
+EXAMPLES = int(os.environ.get("STREAM_PROPERTY_EXAMPLES", "60"))
 PROPERTY = settings(
-    max_examples=120,
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
@@ -770,7 +773,7 @@ def test_custom_rules_match_reference(window_type: str) -> None:
     prop()
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
     sc=scenarios(),
     thr=threshold_rule("hopping"),

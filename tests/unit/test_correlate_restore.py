@@ -11,6 +11,7 @@ output of the same operation in an uninterrupted run.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import msgspec
@@ -157,7 +158,11 @@ def new_engine() -> Correlator:
     return Correlator(ALL_RULES, allowed_lateness_ms=20, sample_size=3)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(
+    max_examples=int(os.environ.get("STREAM_PROPERTY_EXAMPLES", "100")),
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+)
 @given(scenario=streams(), data=st.data())
 def test_restore_then_replay_equals_uninterrupted(
     scenario: tuple[list[list[Event]], list[tuple[int, int]]], data: st.DataObject
