@@ -75,6 +75,16 @@ VALIDATE, ENRICH, CORRELATE = "validate", "enrich", "correlate"
 
 ChangelogReader = Callable[[int], Iterable[tuple[bytes, bytes | None]]]
 
+#: Consume errors that retrying cannot fix: stop with one clear line instead of warning forever.
+_NOT_ALLOWED = frozenset(
+    {
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError._AUTHENTICATION,
+    }
+)
 #: Seconds a checkpoint on revocation may keep retrying before the partitions go anyway.
 REVOKE_CHECKPOINT_WAIT_S = 10.0
 #: Backoff before retrying a lookup that failed while the breaker still let calls through.
@@ -265,6 +275,9 @@ class BatchRunner:
         start_ns = time.time_ns()
         try:
             self._process(batch)
+        except KafkaException as exc:
+            self._failed = self._producer.explain(exc)
+            raise self._failed from None
         except BaseException as exc:
             self._failed = exc
             raise
@@ -450,6 +463,8 @@ class BatchRunner:
             metrics.errors_total.labels(stage="consume", error_class=err.name()).inc()
             if err.fatal():
                 raise FatalError(f"consumer failed: {err.str()}")
+            if err.code() in _NOT_ALLOWED:
+                raise FatalError(f"consumer not allowed: {err.str()} (check the ACLs)")
             if err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consume error on %s[%s]: %s", m.topic(), m.partition(), err.str())
 

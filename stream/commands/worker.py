@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from stream.commands.common import (
     add_config_args,
@@ -10,6 +11,9 @@ from stream.commands.common import (
     quiet_librdkafka,
     settings_from_args,
 )
+
+if TYPE_CHECKING:
+    from stream.config import Settings
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -44,8 +48,6 @@ def run_worker(args: argparse.Namespace) -> int:
     import asyncio
     import os
 
-    from stream.errors import FatalError
-    from stream.kafka.admin import check_cluster, partition_count
     from stream.observability.logging import configure_logging
 
     overrides = {}
@@ -58,24 +60,7 @@ def run_worker(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, **overrides)
     configure_logging(settings.log_format, settings.log_level)
     quiet_librdkafka()
-    metadata = check_cluster(settings.kafka_client_config())
-    t = settings.topics
-    missing = [
-        name
-        for name in (
-            t.input,
-            t.enriched,
-            t.correlations,
-            t.dlq,
-            t.reference,
-            settings.changelog_topic,
-        )
-        if partition_count(metadata, name) is None
-    ]
-    if missing:
-        raise FatalError(
-            f"missing topics: {', '.join(missing)}; create them with `stream topics create`"
-        )
+    preflight(settings)
 
     if not args.no_uvloop:
         import uvloop
@@ -95,3 +80,63 @@ def run_worker(args: argparse.Namespace) -> int:
     except SystemExit as exc:
         return int(exc.code or 0)
     return 0
+
+
+def preflight(settings: Settings) -> None:
+    """Fail fast, in one line, on what would otherwise fail later and murkier.
+
+    Wrong credentials show up in librdkafka's error callback while the metadata
+    request merely times out; a topic the principal may not DESCRIBE is simply
+    absent from the metadata. Both are told apart here from a network problem
+    and from a topic that does not exist.
+    """
+    import time
+
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    from stream.errors import BrokerUnavailableError, FatalError
+    from stream.kafka.admin import partition_count
+    from stream.kafka.client import client_config
+
+    auth_codes = {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}
+    who = f"user {settings.sasl_username!r}" if settings.sasl_username else "this client"
+    errors: list[KafkaError] = []
+    conf = settings.kafka_client_config()
+    admin = AdminClient(client_config(conf, error_cb=errors.append))
+    deadline = time.monotonic() + 10.0
+    while True:
+        try:
+            metadata = admin.list_topics(timeout=1.0)
+            break
+        except KafkaException:
+            admin.poll(0)  # authentication failures arrive only through error_cb
+        auth = next((e for e in errors if e.code() in auth_codes), None)
+        if auth is not None:
+            raise FatalError(
+                f"authentication to {settings.bootstrap_servers} as {who} failed: {auth.str()}"
+            )
+        if time.monotonic() > deadline:
+            raise BrokerUnavailableError(
+                f"cannot reach Kafka at {settings.bootstrap_servers} within 10s. "
+                "Start one with `stream broker start`, or set STREAM_BOOTSTRAP_SERVERS."
+            )
+    t = settings.topics
+    required = (t.input, t.enriched, t.correlations, t.dlq, t.reference, settings.changelog_topic)
+    absent = [name for name in required if partition_count(metadata, name) is None]
+    if not absent:
+        return
+    denied = []
+    for name in absent:
+        topic = admin.list_topics(topic=name, timeout=10).topics.get(name)
+        error = None if topic is None else topic.error
+        if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            denied.append(name)
+    if denied:
+        raise FatalError(
+            f"{who} is not authorized to use topics {', '.join(denied)}: grant it DESCRIBE "
+            "and READ (input, reference, changelog) / WRITE (outputs, changelog) ACLs"
+        )
+    raise FatalError(
+        f"missing topics: {', '.join(absent)}; create them with `stream topics create`"
+    )

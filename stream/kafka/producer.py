@@ -20,6 +20,7 @@ Errors are classified for the checkpoint coordinator, which decides what to do:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
@@ -67,6 +68,7 @@ class OutputProducer:
         overrides.update({k: v for k, v in base_conf.items() if k in PRODUCER_DEFAULTS})
         overrides["delivery.report.only.error"] = True
         overrides["on_delivery"] = self._on_delivery
+        overrides["error_cb"] = self._on_error
         if transactional_id is not None:
             overrides["transactional.id"] = transactional_id
             overrides["transaction.timeout.ms"] = base_conf.get(
@@ -78,7 +80,28 @@ class OutputProducer:
         self.queue_limit = int(overrides["queue.buffering.max.messages"])
         self._failures = 0
         self._first_failure: str | None = None
+        self._fatal: str | None = None
         self._produce = self._producer.produce
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.fatal() and self._fatal is None:
+            self._fatal = err.str()
+
+    def explain(self, exc: KafkaException) -> FatalError:
+        """A produce() exception as one readable error.
+
+        After a fatal producer error (e.g. not authorized to get an idempotent producer
+        id) every produce() fails with a bare "Local: Fatal error"; the cause arrives
+        through ``error_cb``, which only runs inside poll().
+        """
+        err = exc.args[0] if exc.args else None
+        if isinstance(err, KafkaError) and err.code() == KafkaError._FATAL:
+            with contextlib.suppress(KafkaException):
+                self._producer.poll(0)
+            return FatalError(f"producer failed for good: {self._fatal or err.str()}")
+        if isinstance(err, KafkaError) and err.fatal():
+            return FatalError(f"producer failed for good: {err.str()}")
+        return FatalError(f"produce failed: {_describe(exc)}")
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -140,7 +163,10 @@ class OutputProducer:
         Raises CheckpointError if a record failed delivery for good, TransientError if
         records are still unacknowledged after ``timeout`` (librdkafka keeps retrying them).
         """
-        remaining = self._producer.flush(timeout)
+        try:
+            remaining = self._producer.flush(timeout)
+        except KafkaException as exc:  # a fatal producer error surfaces from flush/poll
+            raise self.explain(exc) from None
         self._raise_failures()
         if remaining:
             raise TransientError(f"{remaining} records not yet acknowledged after {timeout:.1f}s")
