@@ -74,8 +74,9 @@ class BenchOptions:
     latency_seconds: float = 20.0
     rows: tuple[str, ...] = ROW_NAMES
     latency_rows: tuple[str, ...] = LATENCY_ROWS
-    #: Seconds per row phase (throughput, then latency) before the system is killed.
-    timeout: float = 900.0
+    #: Seconds per row phase (throughput, then latency) before the system is killed
+    #: (a system without progress for ``throughput.STALL_S`` is killed sooner).
+    timeout: float = 1800.0
     bootstrap: str | None = None
     results_dir: Path = DEFAULT_RESULTS_DIR
     seed: int = 42
@@ -242,6 +243,7 @@ def run_row(run: Run, name: str, index: int) -> Row:
     label = f"[{index}/{len(o.rows)}] {name}"
     run.console.say(f"{label}: starting")
     row = Row(name, events=o.events)
+    row.detail["load_average"] = {"start": report.load_average()}
     topics = run.topics(name)
     run.cluster.create(topics.output_specs())
     with _running(make_system(run, name, topics, o.events, o.timeout)) as system:
@@ -252,6 +254,7 @@ def run_row(run: Run, name: str, index: int) -> Row:
             run.console,
             check=_checker(run, name, topics),
         )
+    row.detail["load_average"]["end"] = report.load_average()
     if row.ok:
         run.console.say(
             f"{label}: {row.events_per_s:,.0f} events/s, "

@@ -144,7 +144,10 @@ def _ratio(value: float | None, base: float | None) -> str:
 
 
 def _percent(value: float | None, base: float | None) -> str:
-    return "—" if not value or not base else f"{100 * value / base:.0f}%"
+    if not value or not base:
+        return "—"
+    share = 100 * value / base
+    return f"{share:.1f}%" if share < 10 else f"{share:.0f}%"
 
 
 def render_notes(rows: Sequence[Row]) -> str:

@@ -26,6 +26,8 @@ from benchmarks.harness.systems import ProgramSystem, System
 
 #: Seconds between samples: fine enough for ~1 s runs, cheap for the worker's /metrics.
 INTERVAL_S = 0.1
+#: A system that shows no progress for this long is hung: killed, row TIMEOUT.
+STALL_S = 180.0
 
 
 class RowError(Exception):
@@ -75,19 +77,26 @@ def watch(
     console: Console,
     label: str,
     interval: float = INTERVAL_S,
+    stall: float = STALL_S,
 ) -> Watch:
-    """Sample ``system`` until it has handled ``expect`` records; raises ``RowError``."""
+    """Sample ``system`` until it has handled ``expect`` records; raises ``RowError``
+    past ``deadline`` or after ``stall`` seconds without progress."""
     sampler = TreeSampler(system.pids)
-    started = time.monotonic()
+    started = last_change = time.monotonic()
     first: Point | None = None
     cpu = 0.0
+    previous = -1
     while True:
         now = time.monotonic()
         if now > deadline:
-            raise RowError(TIMEOUT, f"not done before the row timeout ({label})")
+            raise RowError(TIMEOUT, f"{previous:,} of {expect:,} records by the row timeout")
         if reason := system.crashed():
             raise RowError(FAILED, reason)
         done = system.progress()
+        if done != previous:
+            previous, last_change = done, now
+        elif now - last_change > stall:
+            raise RowError(TIMEOUT, f"no progress for {stall:g}s at {done:,} of {expect:,}")
         alive = any(c.running() for c in system.children)
         if alive:
             cpu = max(cpu, sampler.sample().cpu_seconds)
@@ -114,7 +123,7 @@ def run_throughput(
     try:
         try:
             seen = watch(system, expect, deadline, console, row.name)
-            facts = system.finish(max(deadline - time.monotonic(), 1.0))
+            facts = system.finish(min(max(deadline - time.monotonic(), 1.0), STALL_S))
         except TimeoutError as exc:
             raise RowError(TIMEOUT, str(exc)) from None
         except RuntimeError as exc:

@@ -33,7 +33,7 @@ private local Kafka is started and stopped. Results: a table on the terminal and
 JSON in benchmarks/results/bench-<UTC>.json (`stream plan` reads the 'stream' row).
 
 examples:
-  stream bench                                   # 1M events, 8 partitions, ~10 min
+  stream bench                                   # 1M events, 8 partitions, 10-20 min
   stream bench --events 200000 --only stream,quix
   stream bench --skip faust-per-event --latency-rate 20000 --json
 """
@@ -80,8 +80,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--timeout",
         type=float,
-        default=900,
-        help="seconds per row (throughput, and latency) before it is killed (default: %(default)s)",
+        default=1800,
+        help="seconds per row (throughput, and latency) before it is killed; a row without "
+        "progress for 180 s is killed sooner (default: %(default)s)",
     )
     parser.add_argument(
         "--bootstrap-servers",
