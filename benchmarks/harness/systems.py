@@ -228,7 +228,10 @@ class ProgramSystem(System):
         super().__init__(name, topics, cluster)
         self._outputs = output_topics
         argv = [sys.executable, "-m", module, *args]
-        self.children.append(ChildProcess(name, argv, child_env(), run_dir))
+        # the peers keep state (RocksDB, Faust data) in temporary directories: inside
+        # the run directory they are deleted with it
+        env = child_env({"TMPDIR": str(run_dir)})
+        self.children.append(ChildProcess(name, argv, env, run_dir))
 
     @property
     def output_topics(self) -> tuple[str, ...]:
