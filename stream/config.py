@@ -25,7 +25,7 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stream.errors import ConfigError
-from stream.windows.spec import DEFAULT_RULES, RuleSpec
+from stream.windows.spec import DEFAULT_RULES, RuleSpec, config_error
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -176,14 +176,6 @@ def _looks_secret(key: str) -> bool:
     )
 
 
-def _format_validation_error(exc: PydanticValidationError) -> ConfigError:
-    first = exc.errors()[0]
-    field = ".".join(str(part) for part in first["loc"]) or "<root>"
-    more = len(exc.errors()) - 1
-    reason = first["msg"] + (f" (and {more} more problem{'s' if more > 1 else ''})" if more else "")
-    return ConfigError(field, reason)
-
-
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Load the pipeline file (if any), apply env overrides, validate, freeze.
 
@@ -212,4 +204,4 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     try:
         return Settings(**data)
     except PydanticValidationError as exc:
-        raise _format_validation_error(exc) from None
+        raise config_error(exc) from None
