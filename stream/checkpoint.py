@@ -44,7 +44,7 @@ from typing import Final, Literal, Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream.errors import CheckpointError, FatalError, StreamError, TransientError
-from stream.kafka.producer import OutputProducer, TransactionAbortedError
+from stream.kafka.producer import OutputProducer, ProducerResetNeeded, TransactionAbortedError
 from stream.observability import metrics
 from stream.resilience.retry import RetryPolicy, next_delay, retry_call
 
@@ -171,9 +171,10 @@ class Checkpointer:
                     return False
                 self._sleep(min(delay, remaining))
                 continue
-            except TransactionAbortedError:
+            except TransactionAbortedError as exc:
                 metrics.checkpoints_total.labels(outcome="aborted").inc()
-                self._producer.begin()
+                if not isinstance(exc, ProducerResetNeeded):
+                    self._producer.begin()
                 raise
             except StreamError as exc:
                 self.failed = exc

@@ -52,7 +52,12 @@ from stream.errors import FatalError, StreamError
 from stream.kafka.dlq import DlqWriter
 from stream.kafka.headers import TRACEPARENT, TRACESTATE, header_value
 from stream.kafka.pausing import BACKPRESSURE, LOOKUP, PartitionPauser
-from stream.kafka.producer import OutputProducer, TransactionAbortedError
+from stream.kafka.producer import (
+    OutputProducer,
+    ProducerFencedError,
+    ProducerResetNeeded,
+    TransactionAbortedError,
+)
 from stream.models import Correlation, encoder
 from stream.observability import metrics
 from stream.observability.tracing import BatchTracer
@@ -85,6 +90,9 @@ _NOT_ALLOWED = frozenset(
         KafkaError._AUTHENTICATION,
     }
 )
+#: More transaction recoveries than this within RECOVERY_WINDOW_S stop the worker.
+MAX_RECOVERIES = 5
+RECOVERY_WINDOW_S = 300.0
 #: Seconds a checkpoint on revocation may keep retrying before the partitions go anyway.
 REVOKE_CHECKPOINT_WAIT_S = 10.0
 #: Backoff before retrying a lookup that failed while the breaker still let calls through.
@@ -168,6 +176,7 @@ class BatchRunner:
         self._pause_on_lookup_failure = settings.enrich.on_lookup_failure == "pause"
         self._lookup_failures = 0
         self._lookup_retry_at = 0.0
+        self._recoveries: list[float] = []
         self._labels_consumed = metrics.events_consumed_total.labels(topic=self._input)
         self._labels_enriched = metrics.events_produced_total.labels(topic=self._enriched)
         self._labels_corr_topic = metrics.events_produced_total.labels(topic=self._correlations)
@@ -252,6 +261,14 @@ class BatchRunner:
             return None
         return Batch(records, self._epoch)
 
+    def _batch_failed(self, error: StreamError) -> None:
+        """A producer error inside a batch: recover the transaction (exactly_once), or fail."""
+        if self._eos and isinstance(error, TransactionAbortedError):
+            self._recover_transaction(error, list(self._assigned))
+            return
+        self._failed = error
+        raise error
+
     def _flow_control(self) -> None:
         owned = self._assigned.keys()
         pauser = self._pauser
@@ -276,8 +293,11 @@ class BatchRunner:
         try:
             self._process(batch)
         except KafkaException as exc:
-            self._failed = self._producer.explain(exc)
-            raise self._failed from None
+            self._batch_failed(self._producer.explain(exc))
+            return
+        except TransactionAbortedError as exc:
+            self._batch_failed(exc)
+            return
         except BaseException as exc:
             self._failed = exc
             raise
@@ -492,9 +512,39 @@ class BatchRunner:
         try:
             return self.checkpointer.checkpoint(partitions, wait=wait)
         except TransactionAbortedError as exc:
-            log.warning("%s; rewinding every owned partition to its last commit", exc)
-            self._rewind_to_last_commit([p for p in self._assigned if p not in (partitions or ())])
+            keep = [p for p in self._assigned if p not in (partitions or ())]
+            self._recover_transaction(exc, keep)
             return False
+
+    def _recover_transaction(self, error: TransactionAbortedError, partitions: list[int]) -> None:
+        """Start over from the last commit after the transaction broke (exactly_once).
+
+        Aborted: just rewind. Producer unusable (its transaction timed out on the broker
+        during an outage, or it is in an error state): replace it first. Fenced while
+        other instances may share our transactional id (static membership): a successor
+        took over, so stop. Too many recoveries in a row: stop too.
+        """
+        try:
+            if isinstance(error, ProducerFencedError) and self.settings.group_instance_id:
+                raise FatalError(str(error))
+            now = time.monotonic()
+            self._recoveries = [t for t in self._recoveries if now - t < RECOVERY_WINDOW_S]
+            self._recoveries.append(now)
+            if len(self._recoveries) > MAX_RECOVERIES:
+                raise FatalError(
+                    f"{len(self._recoveries)} transaction recoveries in "
+                    f"{RECOVERY_WINDOW_S:.0f}s; last: {error}"
+                )
+            if isinstance(error, ProducerResetNeeded):
+                log.warning("%s; replacing the producer, rewinding to the last commit", error)
+                self._producer.reset()
+            else:
+                log.warning("%s; rewinding every owned partition to its last commit", error)
+            metrics.errors_total.labels(stage="commit", error_class=type(error).__name__).inc()
+            self._rewind_to_last_commit(partitions)
+        except StreamError as exc:
+            self._failed = exc
+            raise
 
     def _update_gauges(self) -> None:
         for p in self._assigned:
@@ -561,14 +611,12 @@ class BatchRunner:
         self._drop(lost)
         if self._eos and self.failed is None:
             # The open transaction holds outputs of the lost partitions, which their new
-            # owner is producing too: abort it and redo the partitions still owned.
-            try:
-                self._producer.abort()
-                self._producer.begin()
-            except StreamError as exc:
-                self._failed = exc
-                raise
-            self._rewind_to_last_commit(list(self._assigned))
+            # owner is producing too: drop it (a new producer instance aborts it for
+            # sure, whatever state the session loss left the old one in) and redo the
+            # partitions still owned.
+            self._recover_transaction(
+                ProducerResetNeeded(f"partitions {lost} lost"), list(self._assigned)
+            )
         metrics.rebalances_total.labels(kind="lost").inc()
         log.warning("lost partitions %s of %s without commit", lost, self._input)
 

@@ -28,6 +28,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 
 from stream.errors import CheckpointError, FatalError, StreamError, TransientError
 from stream.kafka.client import client_config
+from stream.resilience.retry import RetryExhausted, RetryPolicy, retry_call
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,11 @@ PRODUCER_DEFAULTS: dict[str, Any] = {
 #: changelog restore of the partitions' next owner. Kafka's own default is 60 s.
 TRANSACTION_TIMEOUT_MS = 10_000
 
+#: Retries of an abort that timed out; the transaction must end before anything else.
+ABORT_RETRY = RetryPolicy(
+    initial=0.5, multiplier=2.0, max_delay=5.0, max_attempts=100, total_timeout=120.0
+)
+
 _FENCED = frozenset(
     {KafkaError.PRODUCER_FENCED, KafkaError._FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 )
@@ -58,6 +64,17 @@ class TransactionAbortedError(StreamError):
 
     Not a TransientError: retrying the same call cannot help, the work must be redone.
     """
+
+
+class ProducerResetNeeded(TransactionAbortedError):
+    """The transactional producer cannot go on (its transaction timed out on the broker,
+    or it is stuck in an error state): :meth:`OutputProducer.reset`, then rewind."""
+
+
+class ProducerFencedError(ProducerResetNeeded):
+    """Fenced. With a per-process transactional id that only happens when the broker
+    timed the transaction out; with a shared one (static membership) a successor owns
+    the id now and this worker must stop."""
 
 
 class OutputProducer:
@@ -74,34 +91,42 @@ class OutputProducer:
             overrides["transaction.timeout.ms"] = base_conf.get(
                 "transaction.timeout.ms", TRANSACTION_TIMEOUT_MS
             )
-        self._producer = Producer(client_config(base_conf, **overrides))
+        self._conf = client_config(base_conf, **overrides)
+        self._producer = Producer(self._conf)
         self.transactional = transactional_id is not None
         #: librdkafka's queue bound (records); the runner pauses fetching well below it.
         self.queue_limit = int(overrides["queue.buffering.max.messages"])
         self._failures = 0
         self._first_failure: str | None = None
-        self._fatal: str | None = None
+        self._fatal: KafkaError | None = None
         self._produce = self._producer.produce
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal() and self._fatal is None:
-            self._fatal = err.str()
+            self._fatal = err
 
-    def explain(self, exc: KafkaException) -> FatalError:
-        """A produce() exception as one readable error.
+    def explain(self, exc: KafkaException) -> StreamError:
+        """A produce()/poll()/flush() exception as one readable error.
 
         After a fatal producer error (e.g. not authorized to get an idempotent producer
         id) every produce() fails with a bare "Local: Fatal error"; the cause arrives
-        through ``error_cb``, which only runs inside poll().
+        through ``error_cb``, which only runs inside poll(). A transactional producer
+        whose transaction broke refuses records with "Erroneous state".
         """
         err = exc.args[0] if exc.args else None
-        if isinstance(err, KafkaError) and err.code() == KafkaError._FATAL:
+        if not isinstance(err, KafkaError):
+            return FatalError(f"produce failed: {exc}")
+        if err.code() == KafkaError._FATAL:
             with contextlib.suppress(KafkaException):
                 self._producer.poll(0)
-            return FatalError(f"producer failed for good: {self._fatal or err.str()}")
-        if isinstance(err, KafkaError) and err.fatal():
+            err = self._fatal or err
+        if self.transactional and err.code() in _FENCED:
+            return ProducerFencedError(f"producer fenced: {err.str()}")
+        if self.transactional and err.code() == KafkaError._STATE:
+            return ProducerResetNeeded(f"transactional producer unusable: {err.str()}")
+        if err.fatal() or err.code() == KafkaError._FATAL:
             return FatalError(f"producer failed for good: {err.str()}")
-        return FatalError(f"produce failed: {_describe(exc)}")
+        return FatalError(f"produce failed: {err.str()}")
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
         if err is not None:
@@ -128,6 +153,8 @@ class OutputProducer:
                 return
             except BufferError:
                 self._producer.poll(0.05)
+            except KafkaException as exc:
+                raise self.explain(exc) from None
 
     def produce_values(
         self,
@@ -180,11 +207,36 @@ class OutputProducer:
     # -- transactions (exactly_once) --------------------------------------------------------
 
     def init_transactions(self, timeout: float = 30.0) -> None:
-        """Register the transactional id; fences any older producer that used it."""
+        """Register the transactional id; fences any older producer that used it (and aborts
+        its open transaction). A coordinator that is not ready yet is waited for."""
+
+        def attempt() -> None:
+            try:
+                self._producer.init_transactions(timeout)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.retriable():
+                    raise TransientError(f"init transactions: {err.str()}") from None
+                raise FatalError(f"cannot initialise transactions: {_describe(exc)}") from None
+
         try:
-            self._producer.init_transactions(timeout)
-        except KafkaException as exc:
-            raise FatalError(f"cannot initialise transactions: {_describe(exc)}") from None
+            retry_call(attempt, policy=ABORT_RETRY, operation="init_transactions")
+        except RetryExhausted as exc:
+            raise FatalError(f"cannot initialise transactions: {exc}") from None
+
+    def reset(self) -> None:
+        """Replace a broken transactional producer by a new instance with the same
+        transactional id, and begin a transaction: ``init_transactions`` fences the old
+        instance and aborts whatever it left open. Records queued in it are discarded."""
+        old = self._producer
+        with contextlib.suppress(KafkaException, RuntimeError):
+            old.purge(in_queue=True, in_flight=True)
+        self._producer = Producer(self._conf)
+        self._produce = self._producer.produce
+        self._failures, self._first_failure, self._fatal = 0, None, None
+        del old
+        self.init_transactions()
+        self.begin()
 
     def begin(self) -> None:
         try:
@@ -210,11 +262,24 @@ class OutputProducer:
         self._raise_failures()
 
     def abort(self, timeout: float = 30.0) -> None:
-        """Abort the open transaction: every record produced in it is discarded."""
+        """Abort the open transaction: every record produced in it is discarded.
+
+        An abort that times out (broker restarting) is retried with backoff.
+        """
+
+        def attempt() -> None:
+            try:
+                self._producer.abort_transaction(timeout)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.retriable():
+                    raise TransientError(f"transaction abort: {err.str()}") from None
+                raise FatalError(f"transaction abort failed: {_describe(exc)}") from None
+
         try:
-            self._producer.abort_transaction(timeout)
-        except KafkaException as exc:
-            raise FatalError(f"transaction abort failed: {_describe(exc)}") from None
+            retry_call(attempt, policy=ABORT_RETRY, operation="abort_transaction")
+        except RetryExhausted as exc:
+            raise FatalError(f"transaction abort failed: {exc}") from None
         self._failures, self._first_failure = 0, None
 
     def _classify(self, exc: KafkaException, action: str, timeout: float) -> StreamError:
@@ -222,11 +287,13 @@ class OutputProducer:
         if not isinstance(err, KafkaError):
             return FatalError(f"{action} failed: {exc}")
         if err.code() in _FENCED:
-            return FatalError(
+            return ProducerFencedError(
                 f"{action} failed: this worker's transactional producer was fenced "
                 f"({err.str()}): another worker with the same transactional id took over, "
                 "or its transaction outlived transaction.timeout.ms"
             )
+        if err.code() == KafkaError._STATE:
+            return ProducerResetNeeded(f"{action} failed: producer unusable: {err.str()}")
         if err.fatal():
             return FatalError(f"{action} failed: {err.str()}")
         if err.txn_requires_abort():
