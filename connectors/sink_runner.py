@@ -60,6 +60,24 @@ CONSUMER_SETTINGS: Final[dict[str, Any]] = {
 }
 
 
+#: Longest single ``consume`` while paused, so ``stop`` is noticed promptly.
+PAUSED_CONSUME_SLICE: Final = 0.5
+
+
+def consume_timeout(deadline: float, now: float) -> float | None:
+    """How long the next ``consume`` may block before ``deadline``; ``None`` once it is reached.
+
+    Never negative: librdkafka reads a negative timeout as "wait forever", and
+    with the partitions paused nothing would ever arrive to end that wait. The
+    remaining time is read once, because a second clock read (after a thread
+    switch on a busy machine) can already lie past the deadline.
+    """
+    remaining = deadline - now
+    if remaining <= 0:
+        return None
+    return min(PAUSED_CONSUME_SLICE, remaining)
+
+
 @dataclass(frozen=True)
 class SinkRunnerOptions:
     topic: str
@@ -298,8 +316,11 @@ class SinkRunner:
         metrics.paused_partitions.set(len(assignment))
         deadline = self._clock() + wait
         try:
-            while self._clock() < deadline and not self._stop.is_set():
-                for message in self._consumer.consume(1, min(0.5, deadline - self._clock())):
+            while not self._stop.is_set():
+                timeout = consume_timeout(deadline, self._clock())
+                if timeout is None:
+                    break
+                for message in self._consumer.consume(1, timeout):
                     # Paused partitions deliver nothing; anything else is an error event.
                     if message.error() is not None and message.error().fatal():
                         raise FatalError(f"consumer failed: {message.error().str()}")

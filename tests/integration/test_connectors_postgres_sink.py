@@ -4,6 +4,8 @@
 * PostgreSQL stopped mid-run: the sink pauses (breaker + retry ->
   backpressure), commits nothing it has not written, and finishes once the
   database is back.
+* A backpressure pause always ends, even when the clock passes its deadline
+  between two reads (a busy machine): it once blocked forever in ``consume``.
 
 Rows/s of the sink are printed (``pytest -s``).
 """
@@ -18,17 +20,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
+from connectors.base import Record, Sink
 from connectors.postgres_sink import PostgresSink
 from connectors.sink_runner import SinkRunner, SinkRunnerOptions
-from stream.errors import TransientError
+from stream.errors import BackpressureError, TransientError
 from stream.kafka import headers as h
 from stream.resilience.circuit_breaker import CircuitBreaker
 from stream.resilience.retry import RetryPolicy
+from stream.stages import Reject
 from tests.integration.postgres_fixture import PostgresServer, postgres_server, unique_table
 from tests.support.pipeline import committed_offsets, end_offsets, produce, read_all, wait_until
 
@@ -211,41 +215,137 @@ def test_database_outage_pauses_the_sink_and_nothing_is_lost(
         ),
         stop=stop,
     )
-    thread = threading.Thread(target=runner.run)
-    thread.start()
-    try:
-        wait_until(
-            lambda: count(postgres_server, table) == 3_000,
-            timeout=60,
-            interval=0.1,
-            message="first batch written",
+    with RunnerThread(runner, stop) as running:
+        try:
+            running.wait_until(
+                lambda: count(postgres_server, table) == 3_000, 60, "first batch written"
+            )
+            postgres_server.stop()
+            produce(kafka_bootstrap, topic, [(None, enriched(i)) for i in range(3_000, 5_000)])
+            running.wait_until(
+                lambda: runner.stats.backpressure_waits >= 1, 60, "sink paused for backpressure"
+            )
+            assert sum(runner.stats.committed.values()) == 3_000  # nothing past the outage
+            time.sleep(1.0)
+            # Still pausing and retrying, not stuck in the first pause.
+            running.wait_until(
+                lambda: runner.stats.backpressure_waits >= 2, 30, "sink still retrying"
+            )
+        finally:
+            postgres_server.start()
+        # Recovery takes one breaker recovery (0.5 s) plus one pause (1 s); 60 s is slack
+        # for a loaded machine, not part of the design.
+        running.wait_until(
+            lambda: count(postgres_server, table) == 5_000, 60, "rows written after the outage"
         )
-        postgres_server.stop()
-        fill(kafka_bootstrap, topic, 0, 0)
-        produce(kafka_bootstrap, topic, [(None, enriched(i)) for i in range(3_000, 5_000)])
-        wait_until(
-            lambda: runner.stats.backpressure_waits >= 1,
-            timeout=60,
-            interval=0.1,
-            message="sink paused for backpressure",
+        running.wait_until(
+            lambda: sum(runner.stats.committed.values()) == 5_000,
+            30,
+            "offsets committed after the outage",
         )
-        assert sum(runner.stats.committed.values()) == 3_000  # nothing past the outage
-        time.sleep(1.0)
-    finally:
-        postgres_server.start()
-    wait_until(
-        lambda: count(postgres_server, table) == 5_000,
-        timeout=60,
-        interval=0.2,
-        message="rows written after the outage",
-    )
-    wait_until(
-        lambda: sum(runner.stats.committed.values()) == 5_000,
-        timeout=30,
-        interval=0.1,
-        message="offsets committed after the outage",
-    )
-    stop.set()
-    thread.join(timeout=60)
-    assert not thread.is_alive()
     assert sink.inserted == 5_000 and runner.stats.rejected == 0
+
+
+class RunnerThread:
+    """Runs a :class:`SinkRunner` in a thread; waits fail at once if the runner died.
+
+    Leaving the block stops the runner and checks that it ended (a runner stuck
+    in a blocking call would otherwise only show up as a timeout elsewhere).
+    """
+
+    def __init__(self, runner: SinkRunner, stop: threading.Event) -> None:
+        self._runner = runner
+        self._stop = stop
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="sink-runner", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self._runner.run()
+        except BaseException as exc:  # reported by wait_until and __exit__
+            self.error = exc
+
+    def __enter__(self) -> RunnerThread:
+        self._thread.start()
+        return self
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float, message: str) -> None:
+        def done() -> bool:
+            if self.error is not None:
+                raise AssertionError(f"sink runner failed: {self.error!r}") from self.error
+            return predicate()
+
+        wait_until(done, timeout=timeout, interval=0.1, message=message)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60 if exc_info[0] is None else 5)
+        if exc_info[0] is None:
+            assert not self._thread.is_alive(), "sink runner did not stop within 60s"
+
+
+class FlakySink(Sink):
+    """Keeps records in memory; the first ``failures`` flushes apply backpressure."""
+
+    name = "flaky"
+
+    def __init__(self, failures: int, retry_after: float) -> None:
+        self.failures = failures
+        self.retry_after = retry_after
+        self.pending: list[bytes] = []
+        self.written: list[bytes] = []
+
+    def add(self, batch: Sequence[Record]) -> list[Reject]:
+        self.pending.extend(m.value() or b"" for m in batch)
+        return []
+
+    def flush(self) -> None:
+        if self.failures and self.pending:
+            self.failures -= 1
+            raise BackpressureError(self.retry_after, "flaky sink says wait")
+        self.written.extend(self.pending)
+        self.pending.clear()
+
+    def discard(self) -> None:
+        self.pending.clear()
+
+
+class SteppingClock:
+    """A clock that moves ``step`` seconds at every read, like one on a busy machine."""
+
+    def __init__(self, step: float) -> None:
+        self._now = time.monotonic()
+        self._step = step
+        self._lock = threading.Lock()
+
+    def __call__(self) -> float:
+        with self._lock:
+            self._now += self._step
+            return self._now
+
+
+def test_a_pause_ends_even_when_the_clock_passes_its_deadline_between_two_reads(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    """A 0.1 s pause read by a clock moving 0.06 s per read: the second read is past the
+    deadline. Computing the wait from it gave ``consume`` a negative timeout, which
+    librdkafka takes as "forever", and with the partitions paused it never returned."""
+    topic = topic_factory("pause-deadline")
+    produce(kafka_bootstrap, topic, [(None, f"r{i}".encode()) for i in range(10)])
+    sink = FlakySink(failures=3, retry_after=0.1)
+    stop = threading.Event()
+    runner = SinkRunner(
+        {"bootstrap.servers": kafka_bootstrap},
+        sink,
+        SinkRunnerOptions(
+            topic=topic, group_id=f"g-{topic}", dlq_topic=None, checkpoint_interval=0.0
+        ),
+        stop=stop,
+        clock=SteppingClock(0.06),
+    )
+    with RunnerThread(runner, stop) as running:
+        running.wait_until(
+            lambda: sum(runner.stats.committed.values()) == 10, 30, "records committed"
+        )
+    assert sink.written == [f"r{i}".encode() for i in range(10)]
+    assert runner.stats.backpressure_waits == 3
