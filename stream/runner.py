@@ -58,19 +58,21 @@ from stream.kafka.producer import (
     ProducerResetNeeded,
     TransactionAbortedError,
 )
-from stream.models import Correlation, encoder
+from stream.models import Correlation, Event, encoder
 from stream.observability import metrics
 from stream.observability.tracing import BatchTracer
 from stream.resilience.circuit_breaker import BreakerState, CircuitBreaker
 from stream.resilience.retry import RetryPolicy
+from stream.stages import Reject
 from stream.stages.correlate import Correlator
-from stream.stages.enrich import Enricher
+from stream.stages.enrich import Enricher, EnrichResult
 from stream.stages.validate import (
     BAD_TIMESTAMP,
     EMPTY,
     MALFORMED_JSON,
     SCHEMA_VIOLATION,
     TOO_LARGE,
+    ValidateResult,
     Validator,
 )
 
@@ -90,6 +92,10 @@ _NOT_ALLOWED = frozenset(
         KafkaError._AUTHENTICATION,
     }
 )
+#: ``dlq.error.class`` of a record a stage raised on (a stage bug, not a contract violation).
+UNPROCESSABLE = "unprocessable"
+#: Its ``dlq.attempts``: once in its batch, once alone.
+ISOLATED_ATTEMPTS = 2
 #: More transaction recoveries than this within RECOVERY_WINDOW_S stop the worker.
 MAX_RECOVERIES = 5
 RECOVERY_WINDOW_S = 300.0
@@ -255,7 +261,8 @@ class BatchRunner:
         member in its group.
         """
         self._flow_control()
-        records = self._consumer.consume(self.settings.max_batch, timeout)
+        # librdkafka reads a negative timeout as "block forever": never pass one.
+        records = self._consumer.consume(self.settings.max_batch, max(timeout, 0.0))
         self.last_poll = self._wall()
         if not records:
             return None
@@ -327,19 +334,33 @@ class BatchRunner:
 
         t0 = time.perf_counter()
         values = [m.value() for m in good]
-        result = self._validator.validate(values)
+        try:
+            result = self._validator.validate(values)
+        except Exception as exc:  # a stage bug must not block the partition forever
+            result = self._validate_isolating(values, exc)
         t1 = time.perf_counter()
         self._stage_time[VALIDATE].observe(t1 - t0)
         events, times, indices = result.events, result.event_times, result.indices
 
-        enriched = self._enricher.enrich(events, times, [values[i] for i in indices])
+        raws = [values[i] for i in indices]
+        try:
+            enriched = self._enricher.enrich(events, times, raws)
+            unprocessable: list[Reject] = []
+        except Exception as exc:  # as above: isolate the event(s) the stage raises on
+            enriched, kept, unprocessable = self._enrich_isolating(events, times, raws, exc)
+            events = [events[j] for j in kept]
+            times = [times[j] for j in kept]
+            indices = [indices[j] for j in kept]
+            unprocessable = [r._replace(position=result.indices[r.position]) for r in unprocessable]
         if enriched.degraded and self._pause_on_lookup_failure:
             self._pause_for_lookup(good, enriched.degraded)
             return  # nothing of this batch was written; it is fetched again after the pause
         self._lookup_failures = 0
         if result.rejects:
-            self._reject_validation(good, result.rejects)
-        self._processed[VALIDATE].inc(len(events))
+            self._reject(good, result.rejects, VALIDATE)
+        if unprocessable:
+            self._reject(good, unprocessable, ENRICH)
+        self._processed[VALIDATE].inc(len(result.events))
         keys = [good[i].key() for i in indices]
         for j, key in enumerate(keys):
             if key is None:
@@ -449,16 +470,72 @@ class BatchRunner:
             metrics.correlations_total.labels(rule=c.rule).inc()
         self._labels_corr_topic.inc(len(correlations))
 
-    def _reject_validation(self, good: list[Message], rejects: list) -> None:  # type: ignore[type-arg]
+    def _reject(self, good: list[Message], rejects: list[Reject], stage: str) -> None:
         counts: Counter[str] = Counter()
         for r in rejects:
             self._dlq.write(
-                good[r.position], stage=VALIDATE, error_class=r.error_class, message=r.message
+                good[r.position],
+                stage=stage,
+                error_class=r.error_class,
+                message=r.message,
+                attempts=ISOLATED_ATTEMPTS if r.error_class == UNPROCESSABLE else 1,
             )
             counts[r.error_class] += 1
         for cls, count in counts.items():
-            metrics.events_rejected_total.labels(stage=VALIDATE, error_class=cls).inc(count)
-        metrics.dlq_records_total.labels(stage=VALIDATE).inc(len(rejects))
+            metrics.events_rejected_total.labels(stage=stage, error_class=cls).inc(count)
+        metrics.dlq_records_total.labels(stage=stage).inc(len(rejects))
+
+    # -- poison isolation (only after a stage raised: never on the normal path) -----------------
+
+    def _validate_isolating(self, values: list[bytes | None], error: Exception) -> ValidateResult:
+        """Validate one record at a time; the records the stage raises on become rejects."""
+        log.warning(
+            "validate raised %s: %s on a batch of %d; isolating the records it fails on",
+            type(error).__name__,
+            error,
+            len(values),
+        )
+        out = ValidateResult([], [], [], [])
+        for i, value in enumerate(values):
+            try:
+                one = self._validator.validate([value])
+            except Exception as exc:
+                out.rejects.append(Reject(i, UNPROCESSABLE, f"{type(exc).__name__}: {exc}"))
+                continue
+            if one.events:
+                out.events.append(one.events[0])
+                out.event_times.append(one.event_times[0])
+                out.indices.append(i)
+            else:
+                out.rejects.append(one.rejects[0]._replace(position=i))
+        return out
+
+    def _enrich_isolating(
+        self, events: list[Event], times: list[int], raws: list[bytes], error: Exception
+    ) -> tuple[EnrichResult, list[int], list[Reject]]:
+        """Enrich one event at a time: the result for the events that work, their positions
+        in ``events``, and rejects (positions in ``events``) for those the stage raises on."""
+        log.warning(
+            "enrich raised %s: %s on %d events; isolating the events it fails on",
+            type(error).__name__,
+            error,
+            len(events),
+        )
+        values: list[bytes] = []
+        kept: list[int] = []
+        failed: list[Reject] = []
+        unknown = degraded = 0
+        for j, event in enumerate(events):
+            try:
+                one = self._enricher.enrich([event], [times[j]], [raws[j]])
+            except Exception as exc:
+                failed.append(Reject(j, UNPROCESSABLE, f"{type(exc).__name__}: {exc}"))
+                continue
+            values.append(one.values[0])
+            kept.append(j)
+            unknown += one.unknown
+            degraded += one.degraded
+        return EnrichResult(values, unknown, degraded), kept, failed
 
     @staticmethod
     def _next_offsets(good: list[Message], parts: list[int]) -> dict[int, int]:
