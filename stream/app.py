@@ -203,7 +203,11 @@ class PipelineService(mode.Service):
             if runner is None:
                 await asyncio.sleep(0.05)
                 continue
-            batch = runner.fetch()
+            try:
+                batch = runner.fetch()  # also runs the rebalance callbacks
+            except Exception as exc:
+                await self._fail(exc, "consumer failed")
+                return
             metrics.last_poll_timestamp_seconds.set(runner.last_poll)
             if batch is None:
                 await asyncio.sleep(0.005)
