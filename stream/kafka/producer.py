@@ -117,8 +117,12 @@ class OutputProducer:
         if not isinstance(err, KafkaError):
             return FatalError(f"produce failed: {exc}")
         if err.code() == KafkaError._FATAL:
-            with contextlib.suppress(KafkaException):
-                self._producer.poll(0)
+            try:
+                self._producer.poll(0)  # error_cb, or poll itself raises the fatal error
+            except KafkaException as polled:
+                cause = polled.args[0] if polled.args else None
+                if isinstance(cause, KafkaError) and self._fatal is None:
+                    self._fatal = cause
             err = self._fatal or err
         if self.transactional and err.code() in _FENCED:
             return ProducerFencedError(f"producer fenced: {err.str()}")
