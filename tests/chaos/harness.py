@@ -44,6 +44,7 @@ from confluent_kafka import (
     Consumer,
     IsolationLevel,
     KafkaError,
+    KafkaException,
     Producer,
     TopicPartition,
 )
@@ -547,14 +548,32 @@ def read_topic(
     return out
 
 
+_COORDINATOR_NOT_READY = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+}
+
+
 def committed_offsets(pipeline: Pipeline, topic: str | None = None) -> dict[int, int]:
     """The group's committed next-offset per input partition (absent = nothing committed)."""
     topic = topic or pipeline.input
     consumer = Consumer(pipeline.conf(**{"group.id": pipeline.group}))
+    deadline = time.monotonic() + 30
     try:
         tps = [TopicPartition(topic, p) for p in range(pipeline.partitions)]
-        got = consumer.committed(tps, timeout=10)
-        return {tp.partition: tp.offset for tp in got if tp.offset >= 0}
+        while True:
+            try:
+                got = consumer.committed(tps, timeout=10)
+                return {tp.partition: tp.offset for tp in got if tp.offset >= 0}
+            except KafkaException as exc:  # e.g. a fresh broker's coordinator still loading
+                err = exc.args[0] if exc.args else None
+                code = err.code() if isinstance(err, KafkaError) else None
+                if code not in _COORDINATOR_NOT_READY or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         consumer.close()
 
