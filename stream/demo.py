@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 
 from stream.errors import FatalError
-from stream.pipelines import DEMO_PIPELINE
 from stream.observability.scrape import Sample, scrape
+from stream.pipelines import DEMO_PIPELINE
 
 #: Sources the load generator draws from; the reference data covers most of them.
 DEMO_SOURCES = 50

@@ -53,10 +53,16 @@ errors_total: Final = Counter(
     registry=REGISTRY,
 )
 dlq_records_total: Final = Counter(
-    "stream_dlq_records_total", "Records written to the dead-letter topic", ["stage"], registry=REGISTRY
+    "stream_dlq_records_total",
+    "Records written to the dead-letter topic",
+    ["stage"],
+    registry=REGISTRY,
 )
 late_events_total: Final = Counter(
-    "stream_late_events_total", "Events that arrived after their window closed", ["rule"], registry=REGISTRY
+    "stream_late_events_total",
+    "Events that arrived after their window closed",
+    ["rule"],
+    registry=REGISTRY,
 )
 correlations_total: Final = Counter(
     "stream_correlations_emitted_total", "Correlation records emitted", ["rule"], registry=REGISTRY
@@ -110,7 +116,9 @@ checkpoints_total: Final = Counter(
     "stream_checkpoints_total", "Checkpoints by outcome", ["outcome"], registry=REGISTRY
 )
 commit_duration_seconds: Final = Histogram(
-    "stream_commit_duration_seconds", "Offset commit (or transaction commit) time", buckets=_LATENCY_BUCKETS,
+    "stream_commit_duration_seconds",
+    "Offset commit (or transaction commit) time",
+    buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
 circuit_breaker_state: Final = Gauge(
@@ -144,7 +152,9 @@ paused_partitions: Final = Gauge(
     "stream_paused_partitions", "Partitions paused for backpressure", registry=REGISTRY
 )
 worker_ready: Final = Gauge(
-    "stream_worker_ready", "1 when the worker is assigned and caught up enough to serve", registry=REGISTRY
+    "stream_worker_ready",
+    "1 when the worker is assigned and caught up enough to serve",
+    registry=REGISTRY,
 )
 last_poll_timestamp_seconds: Final = Gauge(
     "stream_last_poll_timestamp_seconds", "Unix time the poll loop last turned", registry=REGISTRY

@@ -28,10 +28,10 @@ from confluent_kafka.admin import (
     ResourcePatternType,
     ResourceType,
 )
-from tests.conftest import unique_name
 
 from stream import localbroker
 from stream.localbroker import cli
+from tests.conftest import unique_name
 
 INSTALL_HINT = "apt-get install openjdk-17-jre-headless maven"
 
