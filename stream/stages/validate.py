@@ -79,6 +79,9 @@ class Validator:
             except msgspec.DecodeError as exc:
                 rejects.append(Reject(i, MALFORMED_JSON, str(exc)))
                 continue
+            except UnicodeDecodeError as exc:  # msgspec raises this for invalid UTF-8 in strings
+                rejects.append(Reject(i, MALFORMED_JSON, f"invalid UTF-8: {exc.reason}"))
+                continue
             ts = event.timestamp
             ms = ts if type(ts) is int else _datetime_ms(ts)  # type: ignore[arg-type]
             if ms > max_time or ms < min_time:

@@ -59,6 +59,7 @@ def test_valid_events_pass_with_times_and_positions(validator: Validator) -> Non
         (None, v.EMPTY),
         (b"", v.EMPTY),
         (b"{not json", v.MALFORMED_JSON),
+        (b'{"event_id": "\xff\xfe", "type": "t"}', v.MALFORMED_JSON),  # invalid UTF-8
         (b"[1, 2]", v.SCHEMA_VIOLATION),
         (event(event_id=...), v.SCHEMA_VIOLATION),
         (event(source=...), v.SCHEMA_VIOLATION),
