@@ -13,22 +13,15 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    TopicPartition,
-)
+from confluent_kafka import KafkaException, Message
 from confluent_kafka.admin import AdminClient
 
 from stream.kafka.admin import TopicSpec, create_topics
+from stream.kafka.reader import committed_offsets, end_offsets, read_range
 from stream.loadgen.broker import quiet_config
 
 LOG_APPEND_TIME: Final = {"message.timestamp.type": "LogAppendTime"}
@@ -77,25 +70,22 @@ class TopicSet:
 
 @dataclass
 class Cluster:
-    """One admin client and one offset-reading consumer, kept for the whole run."""
+    """One admin client, kept for the whole run (offsets are asked for in tight loops)."""
 
     bootstrap: str
     _admin: AdminClient = field(init=False)
-    _offsets: Consumer = field(init=False)
     _partitions: dict[str, int] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
-        self._admin = AdminClient(quiet_config(self.bootstrap))
-        self._offsets = Consumer(
-            quiet_config(self.bootstrap, **{"group.id": f"bench-offsets-{uuid.uuid4().hex}"})
-        )
+        self._admin = AdminClient(self.conf)
 
     def close(self) -> None:
-        self._offsets.close()
+        """Nothing to release (kept so callers need not know)."""
 
     @property
-    def conf(self) -> dict[str, str]:
-        return {"bootstrap.servers": self.bootstrap}
+    def conf(self) -> dict[str, Any]:
+        """Client config with librdkafka's own logging silenced."""
+        return quiet_config(self.bootstrap)
 
     # -- topics -----------------------------------------------------------------------------
 
@@ -139,40 +129,20 @@ class Cluster:
 
     def end_offsets(self, topic: str) -> dict[int, int]:
         """High watermark per partition."""
-        return {p: self._high_watermark(topic, p) for p in range(self.partitions(topic))}
-
-    def _high_watermark(self, topic: str, partition: int, timeout: float = 30.0) -> int:
-        """Retried while the client's metadata is stale (e.g. "not leader" just after a
-        topic was created)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                high: int = self._offsets.get_watermark_offsets(
-                    TopicPartition(topic, partition), timeout=10
-                )[1]
-                return high
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                retriable = isinstance(error, KafkaError) and error.code() in _STALE_METADATA
-                if not retriable or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        parts = range(self.partitions(topic))
+        return end_offsets(self.conf, topic, partitions=parts, admin=self._admin)
 
     def total(self, *topics: str) -> int:
         """Records in ``topics`` (sum of end offsets; the bench topics are never truncated)."""
         return sum(sum(self.end_offsets(t).values()) for t in topics)
 
     def committed(self, group: str, topic: str) -> dict[int, int]:
-        """The group's committed offset per partition (negative: nothing committed)."""
-        consumer = Consumer(quiet_config(self.bootstrap, **{"group.id": group}))
-        try:
-            tps = [TopicPartition(topic, p) for p in range(self.partitions(topic))]
-            return {tp.partition: tp.offset for tp in consumer.committed(tps, timeout=10)}
-        finally:
-            consumer.close()
+        """The group's committed offset per partition (absent: nothing committed)."""
+        return committed_offsets(self.conf, group, topic, range(self.partitions(topic)))
 
     def fully_committed(self, group: str, topic: str) -> bool:
-        return self.committed(group, topic) == self.end_offsets(topic)
+        committed = self.committed(group, topic)
+        return all(committed.get(p, 0) >= end for p, end in self.end_offsets(topic).items())
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -196,46 +166,4 @@ class Cluster:
     ) -> Iterator[list[Message]]:
         """Like ``read`` but batch by batch, for topics too big to hold at once."""
         ends = dict(end) if end is not None else self.end_offsets(topic)
-        begin = dict(start) if start is not None else {}
-        todo = {p: e for p, e in ends.items() if e > begin.get(p, 0)}
-        if not todo:
-            return
-        consumer = Consumer(quiet_config(self.bootstrap, **_READER))
-        try:
-            consumer.assign(
-                [TopicPartition(topic, p, begin.get(p, OFFSET_BEGINNING)) for p in todo]
-            )
-            deadline = time.monotonic() + timeout
-            while todo:
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"reading {topic} took longer than {timeout:g}s")
-                yield [
-                    m
-                    for m in consumer.consume(10_000, 0.5)
-                    if m.error() is None and m.offset() < todo.get(m.partition(), -1)
-                ]
-                positions = consumer.position([TopicPartition(topic, p) for p in todo])
-                for tp in positions:
-                    if tp.offset >= todo[tp.partition]:
-                        del todo[tp.partition]
-        finally:
-            consumer.close()
-
-
-_STALE_METADATA: Final = frozenset(
-    {
-        KafkaError.NOT_LEADER_FOR_PARTITION,
-        KafkaError.LEADER_NOT_AVAILABLE,
-        KafkaError.UNKNOWN_TOPIC_OR_PART,
-        KafkaError._UNKNOWN_PARTITION,
-        KafkaError._TIMED_OUT,
-        KafkaError._TRANSPORT,
-    }
-)
-_READER: Final[dict[str, Any]] = {
-    "group.id": "bench-reader",
-    "enable.auto.commit": False,
-    "enable.partition.eof": False,
-    "fetch.max.bytes": 52_428_800,
-    "max.partition.fetch.bytes": 10_485_760,
-}
+        return read_range(self.conf, topic, ends, start, timeout=timeout)

@@ -53,6 +53,29 @@ def wait_for(predicate: Callable[[], bool], deadline: float, what: str, system: 
         time.sleep(0.2)
 
 
+def per_second(sent_ms: list[int], latencies: list[float]) -> list[dict[str, float]]:
+    """Latency percentiles per second of produce time, from the first event's second."""
+    if not sent_ms:
+        return []
+    first = min(sent_ms) // 1000
+    buckets: dict[int, list[float]] = {}
+    for sent, latency in zip(sent_ms, latencies, strict=True):
+        buckets.setdefault(sent // 1000 - first, []).append(latency)
+    timeline = []
+    for second in sorted(buckets):
+        ordered = sorted(buckets[second])
+        timeline.append(
+            {
+                "t": second,
+                "events": len(ordered),
+                "p50": percentile(ordered, 50),
+                "p99": percentile(ordered, 99),
+                "max": ordered[-1],
+            }
+        )
+    return timeline
+
+
 def planned_events(rate: float, seconds: float) -> int:
     return round(rate * seconds)
 
@@ -106,6 +129,7 @@ def measure_latency(
             except (msgspec.DecodeError, msgspec.ValidationError):
                 continue  # a deliberately invalid record: no enriched output to match
     latencies: list[float] = []
+    sent_at: list[int] = []
     stamp_types: set[int] = set()
     for batch in cluster.batches(topics.enriched, output_start):
         for m in batch:
@@ -117,8 +141,10 @@ def measure_latency(
                 kind, appended = m.timestamp()
                 stamp_types.add(kind)
                 latencies.append(float(appended - sent))
+                sent_at.append(sent)
     if stamp_types - {TIMESTAMP_LOG_APPEND_TIME}:
         notes.append("output timestamps are not LogAppendTime: latency is not append time")
+    timeline = per_second(sent_at, latencies)
     latencies.sort()
     expected = len(produced_at) if passthrough else report.acknowledged - report.invalid
     if len(latencies) != expected:
@@ -133,5 +159,6 @@ def measure_latency(
         p95_ms=percentile(latencies, 95),
         p99_ms=percentile(latencies, 99),
         max_ms=latencies[-1] if latencies else float("nan"),
+        timeline=timeline,
     )
     return latency, notes

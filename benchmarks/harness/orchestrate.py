@@ -51,7 +51,7 @@ from benchmarks.harness.rows import (
 from benchmarks.harness.systems import REPO, ProgramSystem, System, WorkerGroup, peer_args
 from benchmarks.harness.throughput import run_throughput
 from benchmarks.harness.verify import GroundTruth, check_copy, check_pipeline
-from stream.errors import BrokerUnavailableError, ConfigError
+from stream.errors import BrokerUnavailableError, ConfigError, TransientError
 from stream.kafka.admin import TopicSpec
 from stream.loadgen.broker import check_broker, seed_reference_data
 from stream.loadgen.reference import reference_data
@@ -341,7 +341,7 @@ def run_latency(run: Run, row: Row) -> None:
                 run.console,
                 passthrough=row.name == CEILING,
             )
-        except (TimeoutError, RuntimeError) as exc:
+        except (TimeoutError, RuntimeError, TransientError) as exc:
             row.latency_note = f"latency run failed: {exc}"
             run.console.say(f"{row.name}: {row.latency_note}")
             return

@@ -164,5 +164,10 @@ def render_notes(rows: Sequence[Row]) -> str:
                 f"- {row.name} latency: {lat.matched:,} events matched at "
                 f"{lat.achieved_rate:,.0f}/s offered; p95 {lat.p95_ms:,.1f} ms, "
                 f"max {lat.max_ms:,.1f} ms"
+                + (
+                    f" (worst second: t={worst['t']:g}s, p99 {worst['p99']:,.0f} ms)"
+                    if (worst := lat.worst_second)
+                    else ""
+                )
             )
     return "\n".join(lines)

@@ -48,6 +48,13 @@ class Latency:
     p95_ms: float
     p99_ms: float
     max_ms: float
+    #: Per second of the offered load (by produce time): events, p50, p99, max — tells a
+    #: steady tail from one stall.
+    timeline: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def worst_second(self) -> dict[str, float] | None:
+        return max(self.timeline, key=lambda s: s["max"]) if self.timeline else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -55,6 +62,7 @@ class Latency:
             "p95": round(self.p95_ms, 1),
             "p99": round(self.p99_ms, 1),
             "max": round(self.max_ms, 1),
+            "timeline": self.timeline,
             "matched": self.matched,
             "expected": self.expected,
             "sent": self.sent,

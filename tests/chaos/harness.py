@@ -39,17 +39,11 @@ from typing import Any, NamedTuple
 
 import msgspec
 import pytest
-from confluent_kafka import (
-    OFFSET_BEGINNING,
-    Consumer,
-    IsolationLevel,
-    KafkaError,
-    KafkaException,
-    Producer,
-    TopicPartition,
-)
-from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
+from confluent_kafka import KafkaError, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client.parser import text_string_to_metric_families
+
+from stream.kafka import reader
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -483,12 +477,7 @@ class Record(NamedTuple):
 
 def end_offsets(pipeline: Pipeline, topic: str, *, committed_only: bool = True) -> dict[int, int]:
     """Per partition: the last stable offset (``committed_only``) or the high watermark."""
-    admin = AdminClient(pipeline.conf())
-    metadata = admin.list_topics(topic, timeout=10).topics[topic]
-    specs = {TopicPartition(topic, p): OffsetSpec.latest() for p in metadata.partitions}
-    level = IsolationLevel.READ_COMMITTED if committed_only else IsolationLevel.READ_UNCOMMITTED
-    futures = admin.list_offsets(specs, isolation_level=level, request_timeout=10)
-    return {tp.partition: f.result().offset for tp, f in futures.items()}
+    return reader.end_offsets(pipeline.conf(), topic, committed_only=committed_only)
 
 
 def read_topic(
@@ -498,84 +487,22 @@ def read_topic(
     committed_only: bool = True,
     timeout: float = 90.0,
 ) -> list[Record]:
-    """Every record of ``topic`` up to the end as of the call.
-
-    With ``committed_only`` (``isolation.level=read_committed``) the end is the last
-    stable offset, so records of aborted transactions are skipped and open
-    transactions must first be resolved — callers wait for that via ``timeout``.
-    """
-    deadline = time.monotonic() + timeout
-    isolation = "read_committed" if committed_only else "read_uncommitted"
-    ends = end_offsets(pipeline, topic, committed_only=committed_only)
-    if committed_only:
-        high = end_offsets(pipeline, topic, committed_only=False)
-        while ends != high and time.monotonic() < deadline:
-            time.sleep(0.5)  # an open transaction: wait for its commit, abort or timeout
-            ends = end_offsets(pipeline, topic, committed_only=True)
-            high = end_offsets(pipeline, topic, committed_only=False)
-    consumer = Consumer(
-        pipeline.conf(
-            **{
-                "group.id": unique("reader"),
-                "enable.auto.commit": False,
-                "isolation.level": isolation,
-                "enable.partition.eof": False,
-            }
-        )
+    """Every record of ``topic`` up to the end as of the call (see ``reader.read_to_end``:
+    with ``committed_only``, open transactions are waited for within ``timeout``)."""
+    messages = reader.read_to_end(
+        pipeline.conf(), topic, read_committed=committed_only, timeout=timeout
     )
-    out: list[Record] = []
-    try:
-        todo = {p for p, end in ends.items() if end > 0}
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in todo])
-        while todo:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"reading {topic} to {ends} timed out")
-            for m in consumer.consume(10_000, 0.5):
-                if m.error() is None:
-                    out.append(
-                        Record(
-                            m.partition(),
-                            m.offset(),
-                            m.key(),
-                            m.value(),
-                            {k: v for k, v in (m.headers() or [])},
-                        )
-                    )
-            positions = consumer.position([TopicPartition(topic, p) for p in todo])
-            todo = {tp.partition for tp in positions if tp.offset < ends[tp.partition]}
-    finally:
-        consumer.close()
-    return out
-
-
-_COORDINATOR_NOT_READY = {
-    KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError._TIMED_OUT,
-    KafkaError._TRANSPORT,
-}
+    return [
+        Record(m.partition(), m.offset(), m.key(), m.value(), dict(m.headers() or []))
+        for m in messages
+    ]
 
 
 def committed_offsets(pipeline: Pipeline, topic: str | None = None) -> dict[int, int]:
     """The group's committed next-offset per input partition (absent = nothing committed)."""
-    topic = topic or pipeline.input
-    consumer = Consumer(pipeline.conf(**{"group.id": pipeline.group}))
-    deadline = time.monotonic() + 30
-    try:
-        tps = [TopicPartition(topic, p) for p in range(pipeline.partitions)]
-        while True:
-            try:
-                got = consumer.committed(tps, timeout=10)
-                return {tp.partition: tp.offset for tp in got if tp.offset >= 0}
-            except KafkaException as exc:  # e.g. a fresh broker's coordinator still loading
-                err = exc.args[0] if exc.args else None
-                code = err.code() if isinstance(err, KafkaError) else None
-                if code not in _COORDINATOR_NOT_READY or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-    finally:
-        consumer.close()
+    return reader.committed_offsets(
+        pipeline.conf(), pipeline.group, topic or pipeline.input, range(pipeline.partitions)
+    )
 
 
 def wait_all_committed(pipeline: Pipeline, timeout: float, workers: Sequence[Worker] = ()) -> None:

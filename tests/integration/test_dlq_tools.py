@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from stream.cli import main
@@ -32,6 +32,7 @@ from stream.dlq_tools import (
     replay_headers,
 )
 from stream.kafka import headers as h
+from tests.support import pipeline as support
 
 # ---------------------------------------------------------------------------------------------
 # Pure helpers (no broker)
@@ -197,22 +198,8 @@ def write_dlq(bootstrap: str, topic: str, records: list[Failed], partitions: int
 
 
 def read_all(bootstrap: str, topic: str, partitions: int = 1) -> list[Message]:
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "unused", "enable.auto.commit": False}
-    )
-    try:
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(partitions)
-        }
-        consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-        out: list[Message] = []
-        deadline = time.monotonic() + 30
-        while sum(ends.values()) > len(out) and time.monotonic() < deadline:
-            out.extend(m for m in consumer.consume(1000, 0.5) if m.error() is None)
-        return out
-    finally:
-        consumer.close()
+    assert len(support.end_offsets(bootstrap, topic)) == partitions
+    return support.read_all(bootstrap, topic)
 
 
 def conf(bootstrap: str) -> dict[str, str]:

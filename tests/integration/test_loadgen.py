@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from stream.loadgen.broker import REFERENCE_TOPIC, seed_reference_data
 from stream.loadgen.generator import GeneratorConfig, generate
@@ -19,38 +17,20 @@ from stream.loadgen.producer import LoadOptions, run_load
 from stream.loadgen.reference import reference_data
 from stream.models import event_decoder
 from tests.conftest import unique_name
+from tests.support.pipeline import end_offsets, read_all
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _end_offsets(bootstrap: str, topic: str, partitions: int) -> int:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique_name("lg-offsets")})
-    try:
-        return sum(
-            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-            for p in range(partitions)
-        )
-    finally:
-        consumer.close()
+    ends = end_offsets(bootstrap, topic)
+    assert len(ends) == partitions
+    return sum(ends.values())
 
 
-def _read_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0) -> list[Any]:
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": unique_name("lg-read"),
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    consumer.subscribe([topic])
-    records: list[Any] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(records) < expected and time.monotonic() < deadline:
-            records.extend(m for m in consumer.consume(10_000, 1.0) if m.error() is None)
-    finally:
-        consumer.close()
+def _read_all(bootstrap: str, topic: str, expected: int) -> list[Any]:
+    records = read_all(bootstrap, topic)
+    assert len(records) == expected
     return records
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, Producer
 from confluent_kafka.admin import (
     AclBinding,
     AclOperation,
@@ -30,6 +30,7 @@ from confluent_kafka.admin import (
 )
 
 from stream import localbroker
+from stream.kafka import reader
 from stream.localbroker import cli
 from tests.conftest import unique_name
 
@@ -66,24 +67,9 @@ def create_topic(admin: AdminClient, prefix: str, config: dict[str, str] | None 
 
 
 def read_all(bootstrap: str, topic: str, **config: str) -> list[tuple[bytes, bytes]]:
-    """Every record of partition 0 from the beginning to the high watermark."""
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": unique_name("reader"), **config}
-    )
-    try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
-        consumer.assign([TopicPartition(topic, 0, low)])
-        records: list[tuple[bytes, bytes]] = []
-        deadline = time.monotonic() + 30
-        position = low
-        while position < high and time.monotonic() < deadline:
-            for message in consumer.consume(500, timeout=1.0):
-                assert message.error() is None, message.error()
-                records.append((message.key(), message.value()))
-                position = message.offset() + 1
-        return records
-    finally:
-        consumer.close()
+    """Every record of the topic from the beginning to its end."""
+    conf = {"bootstrap.servers": bootstrap, **config}
+    return [(m.key(), m.value()) for m in reader.read_to_end(conf, topic, timeout=30)]
 
 
 @pytest.mark.broker

@@ -18,8 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import OFFSET_INVALID, Message, Producer
+
+from stream.kafka import reader
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -185,59 +186,22 @@ def produce(bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, by
 
 
 def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    partitions = admin.list_topics(topic, timeout=10).topics[topic].partitions
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "offset-reader"})
-    try:
-        return {
-            p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions
-        }
-    finally:
-        c.close()
+    return reader.end_offsets({"bootstrap.servers": bootstrap}, topic)
 
 
 def committed_offsets(bootstrap: str, group: str, topic: str) -> dict[int, int]:
-    partitions = end_offsets(bootstrap, topic).keys()
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        return {
-            tp.partition: tp.offset
-            for tp in c.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
-        }
-    finally:
-        c.close()
+    """Per partition of ``topic``: ``group``'s committed offset, ``OFFSET_INVALID`` if none."""
+    conf = {"bootstrap.servers": bootstrap}
+    committed = reader.committed_offsets(conf, group, topic, end_offsets(bootstrap, topic))
+    return {p: committed.get(p, OFFSET_INVALID) for p in end_offsets(bootstrap, topic)}
 
 
 def read_all(
     bootstrap: str, topic: str, *, read_committed: bool = True, timeout: float = 60.0
 ) -> list[Message]:
     """Every record of ``topic`` from the beginning to its current end."""
-    ends = end_offsets(bootstrap, topic)
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-            "isolation.level": "read_committed" if read_committed else "read_uncommitted",
-        }
-    )
-    tps = [TopicPartition(topic, p, OFFSET_BEGINNING) for p, end in ends.items() if end > 0]
-    out: list[Message] = []
-    try:
-        if not tps:
-            return out
-        c.assign(tps)
-        deadline = time.monotonic() + timeout
-        remaining = {tp.partition for tp in tps}
-        while remaining:
-            assert time.monotonic() < deadline, f"reading {topic} timed out"
-            out.extend(m for m in c.consume(10_000, 0.5) if m.error() is None)
-            for tp in c.position([TopicPartition(topic, p) for p in list(remaining)]):
-                if tp.offset >= ends[tp.partition]:
-                    remaining.discard(tp.partition)
-        return out
-    finally:
-        c.close()
+    conf = {"bootstrap.servers": bootstrap}
+    return reader.read_to_end(conf, topic, read_committed=read_committed, timeout=timeout)
 
 
 def wait_until(
