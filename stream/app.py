@@ -118,6 +118,11 @@ class PipelineService(mode.Service):
         self._breaker: CircuitBreaker | None = None
         self._tail: TopicTail | None = None
         self.ready = False
+        #: Serialises every use of the runner (fetch, process, tick). A checkpoint waits
+        #: for broker acknowledgements for up to seconds when the broker is slow; it runs
+        #: in a thread under this lock, so nothing else touches the clients meanwhile,
+        #: while the event loop keeps answering /health and /metrics (liveness probes).
+        self._runner_lock = asyncio.Lock()
 
     async def on_start(self) -> None:
         s = self.settings
@@ -204,7 +209,8 @@ class PipelineService(mode.Service):
                 await asyncio.sleep(0.05)
                 continue
             try:
-                batch = runner.fetch()  # also runs the rebalance callbacks
+                async with self._runner_lock:
+                    batch = runner.fetch()  # also runs the rebalance callbacks
             except Exception as exc:
                 await self._fail(exc, "consumer failed")
                 return
@@ -222,7 +228,9 @@ class PipelineService(mode.Service):
         try:
             if self._tail is not None and isinstance(self.reference, ReferenceTable):
                 self.reference.apply(parse_reference(self._tail.poll(10_000, 0)))
-            runner.tick()
+            async with self._runner_lock:
+                runner.tick(checkpoint=False)
+                await self._checkpoint_if_due(runner)
         except Exception as exc:
             await self._fail(exc, "worker failed")
 
@@ -231,12 +239,19 @@ class PipelineService(mode.Service):
         if runner is None or not self.ready:
             return  # shutting down: unprocessed batches are replayed from the last commit
         try:
-            runner.process(batch)
-            runner.maybe_checkpoint()
+            async with self._runner_lock:
+                runner.process(batch)
+                await self._checkpoint_if_due(runner)
         except Exception as exc:
             # Never skip a batch: stop committing and crash the worker; the group
             # replays everything after the last checkpoint on a healthy member.
             await self._fail(exc, "batch processing failed")
+
+    @staticmethod
+    async def _checkpoint_if_due(runner: BatchRunner) -> None:
+        """Checkpoint off the event loop (caller holds the runner lock)."""
+        if runner.checkpoint_due():
+            await asyncio.to_thread(runner.maybe_checkpoint)
 
     async def _fail(self, exc: BaseException, what: str) -> None:
         """Stop the worker (non-zero exit) without committing anything more."""

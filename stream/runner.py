@@ -567,8 +567,9 @@ class BatchRunner:
 
     # -- periodic work --------------------------------------------------------------------------
 
-    def tick(self) -> None:
-        """Close idle windows, checkpoint when due, refresh lag gauges (about every second).
+    def tick(self, checkpoint: bool = True) -> None:
+        """Close idle windows, checkpoint when due (unless the caller does that itself),
+        refresh lag gauges (about every second).
 
         Raises once the runner has failed (also in a rebalance callback), so the
         worker stops.
@@ -577,11 +578,15 @@ class BatchRunner:
         if self.failed is not None:
             raise FatalError(f"stopping after an earlier failure: {self.failed}")
         self._emit(self._correlator.advance_idle(now_ms))
-        self.maybe_checkpoint()
+        if checkpoint:
+            self.maybe_checkpoint()
         self._update_gauges()
 
+    def checkpoint_due(self) -> bool:
+        return self.failed is None and self.checkpointer.due()
+
     def maybe_checkpoint(self) -> None:
-        if self.failed is None and self.checkpointer.due():
+        if self.checkpoint_due():
             self._checkpoint()
 
     def _checkpoint(self, partitions: list[int] | None = None, wait: float = 0.0) -> bool:

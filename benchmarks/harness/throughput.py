@@ -92,12 +92,14 @@ def watch(
             raise RowError(TIMEOUT, f"{previous:,} of {expect:,} records by the row timeout")
         if reason := system.crashed():
             raise RowError(FAILED, reason)
+        # Liveness first: a system that exits right after its last flush must have
+        # those last records counted, not be reported as having stopped short.
+        alive = any(c.running() for c in system.children)
         done = system.progress()
         if done != previous:
             previous, last_change = done, now
         elif now - last_change > stall:
             raise RowError(TIMEOUT, f"no progress for {stall:g}s at {done:,} of {expect:,}")
-        alive = any(c.running() for c in system.children)
         if alive:
             cpu = max(cpu, sampler.sample().cpu_seconds)
         point = Point(now, done, cpu)

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import threading
@@ -104,6 +105,10 @@ def _set_producer_quota(bootstrap: str, client_id: str, byte_rate: int | None) -
         assert result.returncode == 0, result.stdout + result.stderr
 
 
+#: The Kubernetes liveness probe's timeoutSeconds (deploy/k8s/base/deployment.yaml).
+LIVENESS_TIMEOUT_S = 2.0
+
+
 def test_throttled_producer_pauses_input_instead_of_buffering(
     pipeline_factory: Any, tmp_path: Path
 ) -> None:
@@ -123,6 +128,7 @@ def test_throttled_producer_pauses_input_instead_of_buffering(
     }
     worker = Worker(pipeline, tmp_path, "w", env=env)
     paused: list[float] = []
+    scrape_seconds: list[float] = []
     try:
         with workers(worker):
             worker.start()
@@ -130,8 +136,13 @@ def test_throttled_producer_pauses_input_instead_of_buffering(
             stop = threading.Event()
 
             def sample() -> None:
+                # /metrics must answer throughout: the checkpoint waits for the throttled
+                # broker off the event loop, or liveness probes would kill the pod.
                 while not stop.is_set():
-                    paused.append(worker.metric("stream_paused_partitions"))
+                    started = time.monotonic()
+                    with contextlib.suppress(OSError):  # timed out after 5 s
+                        paused.append(worker.metric("stream_paused_partitions"))
+                    scrape_seconds.append(time.monotonic() - started)
                     time.sleep(0.2)
 
             sampler = threading.Thread(target=sample, daemon=True)
@@ -146,6 +157,8 @@ def test_throttled_producer_pauses_input_instead_of_buffering(
     finally:
         _set_producer_quota(pipeline.bootstrap, client_id, None)
     assert max(paused) == 2, "the throttled worker never paused its input"
+    print(f"slowest /metrics scrape while throttled: {max(scrape_seconds):.2f}s")
+    assert max(scrape_seconds) < LIVENESS_TIMEOUT_S, "the event loop stalled while throttled"
     assert "pausing input partitions" in worker.log_text()
     ledger = _ledger(pipeline, positions, len(records))
     assert ledger.lost == [] and ledger.duplicates == {}
