@@ -46,7 +46,7 @@ from stream.kafka.client import client_config
 from stream.kafka.producer import OutputProducer
 from stream.kafka.reader import TopicTail, read_partition_to_end
 from stream.models import ServiceInfo, service_info_decoder
-from stream.observability import metrics
+from stream.observability import gcpause, metrics
 from stream.observability.tracing import BatchTracer
 from stream.resilience.circuit_breaker import CircuitBreaker
 from stream.runner import Batch, BatchRunner
@@ -167,6 +167,8 @@ class PipelineService(mode.Service):
             reference_breaker=self._breaker,
         )
         self.runner.start()
+        gcpause.install()
+        gcpause.freeze_startup_objects()
         self.ready = True
         metrics.worker_ready.set(1)
 

@@ -455,6 +455,15 @@ DRILLDOWN = (
                 unit="s",
             ),
             p(
+                "Garbage-collector pause p99 per worker",
+                t(
+                    "histogram_quantile(0.99, sum by (le, instance, generation) "
+                    f"(rate(stream_gc_pause_seconds_bucket{{{INSTANCE}}}[{RATE}])))",
+                    "{{instance}} gen {{generation}}",
+                ),
+                unit="s",
+            ),
+            p(
                 "Window state bytes",
                 t(f"sum by (instance) (stream_window_state_bytes{{{INSTANCE}}})", "{{instance}}"),
                 unit="bytes",

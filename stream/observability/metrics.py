@@ -112,6 +112,13 @@ checkpoint_duration_seconds: Final = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+gc_pause_seconds: Final = Histogram(
+    "stream_gc_pause_seconds",
+    "Python garbage-collector pauses of the worker process, by generation",
+    ["generation"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
 checkpoints_total: Final = Counter(
     "stream_checkpoints_total", "Checkpoints by outcome", ["outcome"], registry=REGISTRY
 )

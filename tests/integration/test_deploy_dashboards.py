@@ -179,6 +179,7 @@ def synthetic_series() -> list[dict[str, str]]:
     series += _histogram("stream_batch_size", w1, ("100", "1000", "10000"))
     series += _histogram("stream_checkpoint_duration_seconds", w1, latency)
     series += _histogram("stream_commit_duration_seconds", w1, latency)
+    series += _histogram("stream_gc_pause_seconds", f'{w1},generation="2"', latency)
     return series
 
 
