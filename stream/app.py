@@ -27,6 +27,7 @@ credentials, ACLs and internal topic. The pipeline's consumer group is the only 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -123,6 +124,9 @@ class PipelineService(mode.Service):
         #: in a thread under this lock, so nothing else touches the clients meanwhile,
         #: while the event loop keeps answering /health and /metrics (liveness probes).
         self._runner_lock = asyncio.Lock()
+        #: The checkpoint running in a thread, if any: a cancelled caller cannot stop
+        #: the thread, so shutdown waits for it before its own final checkpoint.
+        self._checkpointing: asyncio.Future[None] | None = None
 
     async def on_start(self) -> None:
         s = self.settings
@@ -249,11 +253,11 @@ class PipelineService(mode.Service):
             # replays everything after the last checkpoint on a healthy member.
             await self._fail(exc, "batch processing failed")
 
-    @staticmethod
-    async def _checkpoint_if_due(runner: BatchRunner) -> None:
+    async def _checkpoint_if_due(self, runner: BatchRunner) -> None:
         """Checkpoint off the event loop (caller holds the runner lock)."""
         if runner.checkpoint_due():
-            await asyncio.to_thread(runner.maybe_checkpoint)
+            self._checkpointing = asyncio.ensure_future(asyncio.to_thread(runner.maybe_checkpoint))
+            await asyncio.shield(self._checkpointing)
 
     async def _fail(self, exc: BaseException, what: str) -> None:
         """Stop the worker (non-zero exit) without committing anything more."""
@@ -269,6 +273,9 @@ class PipelineService(mode.Service):
     async def on_stop(self) -> None:
         self.ready = False
         metrics.worker_ready.set(0)
+        if self._checkpointing is not None and not self._checkpointing.done():
+            with contextlib.suppress(Exception):  # its failure already poisoned the runner
+                await self._checkpointing
         committed = False
         if self.runner is not None:
             # Leave a few seconds of the grace period for leaving the group and exiting.
