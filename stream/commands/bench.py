@@ -107,12 +107,28 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(func=run_bench_command)
 
 
+def _import_checkout_benchmarks() -> None:
+    """Make the source checkout's ``benchmarks`` package importable.
+
+    The ``stream`` console script of an editable install puts only ``stream`` and
+    ``connectors`` on the path (``benchmarks/`` is not packaged), so `make bench`
+    would fail outside the repository's working directory without this.
+    """
+    import sys
+    from pathlib import Path
+
+    checkout = Path(__file__).resolve().parents[2]
+    if (checkout / "benchmarks" / "harness").is_dir() and str(checkout) not in sys.path:
+        sys.path.append(str(checkout))
+
+
 def run_bench_command(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from stream.commands.common import fail
     from stream.errors import ConfigError, StreamError
 
+    _import_checkout_benchmarks()
     try:
         from benchmarks.harness import (
             DEFAULT_RESULTS_DIR,
