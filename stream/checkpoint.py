@@ -7,6 +7,13 @@ acknowledged by the broker, (3) the consumed offsets are committed — or, in
 offsets. Nothing is committed unless everything before it is durable, so a
 crash can only replay, never lose.
 
+In ``at_least_once`` mode the periodic checkpoint is *pipelined*: it writes
+the state (1), *seals* the producer's acknowledgement epoch and returns; the
+batch loop keeps going, and (3) commits that checkpoint's offsets as soon as
+every record of its epoch and the earlier ones is acknowledged (the order above
+holds per checkpoint, only the wait moved off the loop). Checkpoints on
+revocation and shutdown still flush and commit in place.
+
 The window state also records, per partition, the input offset it reflects
 (``STATE_OFFSET_KEY``). After a crash between (2) and (3) the state is ahead of
 the committed offsets; the runner then skips re-applying those records to the
@@ -15,7 +22,8 @@ windows, so window results stay exact even in ``at_least_once`` mode.
 What goes wrong, and what happens then:
 
 * **Transient** — records not yet acknowledged within the flush timeout (broker
-  slow, restarting or unreachable: librdkafka keeps retrying them), an offset
+  slow, restarting or unreachable: librdkafka keeps retrying them; for a sealed
+  checkpoint: not acknowledged within the flush timeout), an offset
   commit refused because the group is rebalancing (``ILLEGAL_GENERATION``,
   ``REBALANCE_IN_PROGRESS`` — a normal scale-out) or the coordinator moved. In
   ``at_least_once`` the checkpoint is *deferred*: nothing is committed, offsets
@@ -38,13 +46,19 @@ from __future__ import annotations
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Final, Literal, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from stream.errors import CheckpointError, FatalError, StreamError, TransientError
-from stream.kafka.producer import OutputProducer, ProducerResetNeeded, TransactionAbortedError
+from stream.kafka.producer import (
+    AckEpoch,
+    OutputProducer,
+    ProducerResetNeeded,
+    TransactionAbortedError,
+)
 from stream.observability import metrics
 from stream.resilience.retry import RetryPolicy, next_delay, retry_call
 
@@ -93,6 +107,17 @@ class StateSource(Protocol):
     def drain_changes(self, partition: int) -> list[tuple[bytes, bytes | None]]: ...
 
 
+class _Sealed:
+    """A pipelined checkpoint: state written, offsets to commit once ``epoch`` is acknowledged."""
+
+    __slots__ = ("epoch", "offsets", "sealed_at")
+
+    def __init__(self, epoch: AckEpoch, offsets: dict[int, int], sealed_at: float) -> None:
+        self.epoch = epoch
+        self.offsets = offsets
+        self.sealed_at = sealed_at
+
+
 class Checkpointer:
     """Runs checkpoints every ``interval`` seconds or ``every`` records."""
 
@@ -109,6 +134,7 @@ class Checkpointer:
         every: int,
         flush_timeout: float = 5.0,
         give_up_after: float = GIVE_UP_AFTER_S,
+        pipelined: bool = False,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
         rand: Callable[[], float] = random.random,
@@ -119,6 +145,10 @@ class Checkpointer:
         self._changelog = changelog_topic
         self._input = input_topic
         self._eos = guarantee == "exactly_once"
+        #: Periodic checkpoints seal and commit later (at_least_once only).
+        self._pipelined = pipelined and not self._eos
+        #: Sealed checkpoints awaiting acknowledgement, oldest first.
+        self._sealed: deque[_Sealed] = deque()
         self._interval = interval
         self._every = every
         self._flush_timeout = flush_timeout
@@ -148,22 +178,37 @@ class Checkpointer:
     def due(self) -> bool:
         if self._clock() < self._retry_at:
             return False
+        if self._sealed and self._sealed[0].epoch.done:
+            return True  # a sealed checkpoint is acknowledged: commit it
+        return self._seal_due()
+
+    def _seal_due(self) -> bool:
         return self._since >= self._every or (self._clock() - self._last) >= self._interval
+
+    @property
+    def awaiting_acks(self) -> int:
+        """Sealed checkpoints whose offsets wait for acknowledgements."""
+        return len(self._sealed)
 
     def checkpoint(self, partitions: list[int] | None = None, *, wait: float = 0.0) -> bool:
         """Make everything processed so far durable, then commit (only ``partitions`` if given).
 
         Returns False when a transient failure deferred the commit (offsets stay
-        pending); ``wait`` > 0 keeps retrying for that many seconds first (final
-        checkpoints on revocation and shutdown). Raises TransactionAbortedError
-        (rewind) or, once poisoned, CheckpointError/FatalError.
+        pending); a pipelined checkpoint returns True once sealed, and commits when
+        acknowledged (in this or a later call); ``wait`` > 0 keeps retrying for that
+        many seconds first (final checkpoints on revocation and shutdown). Raises
+        TransactionAbortedError (rewind) or, once poisoned, CheckpointError/FatalError.
         """
         if self.failed is not None:
             raise CheckpointError(f"not committing after an earlier failure: {self.failed}")
         deadline = self._clock() + wait
+        pipelined = self._pipelined and partitions is None and wait <= 0
         while True:
             try:
-                self._attempt(partitions)
+                if pipelined:
+                    self._attempt_pipelined()
+                else:
+                    self._attempt(partitions)
             except TransientError as exc:
                 delay = self._defer(exc)
                 remaining = deadline - self._clock()
@@ -199,12 +244,59 @@ class Checkpointer:
             if offsets:
                 self._commit(offsets)
         metrics.commit_duration_seconds.observe(time.perf_counter() - commit_started)
+        # Everything sealed before is flushed and covered by this commit.
+        if partitions is None:
+            self._sealed.clear()
+        else:
+            self._strip_sealed(partitions)
+        self._committed(targets)
+        self._since = 0
+        self._last = self._clock()
+        self._succeeded(time.perf_counter() - started)
+
+    def _attempt_pipelined(self) -> None:
+        """Seal a checkpoint when one is due; commit the newest fully acknowledged one."""
+        if self._seal_due():
+            targets = dict(self.pending)
+            self._write_state(targets, self.assigned)
+            self._sealed.append(_Sealed(self._producer.seal(), targets, self._clock()))
+            self._since = 0
+            self._last = self._clock()
+        self._producer.check_failures()  # a record that failed for good poisons here
+        acknowledged = 0
+        for sealed in self._sealed:
+            if not sealed.epoch.done:
+                break
+            acknowledged += 1
+        if not acknowledged:
+            oldest = self._sealed[0] if self._sealed else None
+            if oldest is not None and self._clock() - oldest.sealed_at > self._flush_timeout:
+                raise TransientError(
+                    f"{oldest.epoch.outstanding} records not yet acknowledged after "
+                    f"{self._clock() - oldest.sealed_at:.1f}s"
+                )
+            return
+        newest = self._sealed[acknowledged - 1]
+        targets = {}
+        for i in range(acknowledged):
+            targets.update(self._sealed[i].offsets)
+        offsets = [TopicPartition(self._input, p, off) for p, off in targets.items()]
+        commit_started = time.perf_counter()
+        if offsets:
+            self._commit(offsets)
+        metrics.commit_duration_seconds.observe(time.perf_counter() - commit_started)
+        for _ in range(acknowledged):
+            self._sealed.popleft()
+        self._committed(targets)
+        self._succeeded(self._clock() - newest.sealed_at)
+
+    def _committed(self, targets: Mapping[int, int]) -> None:
         for p, off in targets.items():
             self.committed[p] = off
             if self.pending.get(p) == off:
                 del self.pending[p]
-        self._since = 0
-        self._last = self._clock()
+
+    def _succeeded(self, duration: float) -> None:
         if self._deferred_since is not None:
             log.info(
                 "checkpoint succeeded after %d deferred attempts over %.1fs",
@@ -213,7 +305,7 @@ class Checkpointer:
             )
         self._deferrals, self._deferred_since, self._retry_at = 0, None, 0.0
         metrics.checkpoints_total.labels(outcome="ok").inc()
-        metrics.checkpoint_duration_seconds.observe(time.perf_counter() - started)
+        metrics.checkpoint_duration_seconds.observe(duration)
 
     def _defer(self, exc: TransientError) -> float:
         """Count a deferred attempt; return the backoff delay, or poison after the time budget."""
@@ -277,8 +369,15 @@ class Checkpointer:
         producer.begin()
 
     def forget(self, partitions: list[int]) -> None:
+        """Drop partitions this worker no longer owns: nothing of theirs is committed later."""
         for p in partitions:
             self.pending.pop(p, None)
+        self._strip_sealed(partitions)
+
+    def _strip_sealed(self, partitions: list[int]) -> None:
+        for sealed in self._sealed:
+            for p in partitions:
+                sealed.offsets.pop(p, None)
 
 
 def _commit_error(err: object) -> StreamError:

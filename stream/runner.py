@@ -156,6 +156,7 @@ class BatchRunner:
             guarantee=settings.processing_guarantee,
             interval=settings.commit_interval,
             every=settings.commit_every,
+            pipelined=producer.tracks_acks,
         )
         #: partition -> epoch at which it was (last) assigned
         self._assigned: dict[int, int] = {}

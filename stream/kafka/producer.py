@@ -1,9 +1,14 @@
 """Output producer: batched, acknowledged before offsets are committed.
 
-Delivery reports cost a Python callback per record, so the producer asks
-librdkafka for reports on *failures only* (``delivery.report.only.error``);
-``flush()`` then proves the rest were acknowledged. In ``exactly_once`` mode
-the same producer is transactional and offsets travel inside the transaction.
+In ``at_least_once`` mode every record is counted into an acknowledgement
+*epoch* (:class:`AckEpoch`) through its delivery report; the checkpoint
+coordinator seals an epoch at each checkpoint and commits that checkpoint's
+offsets once the epoch (and every earlier one) is fully acknowledged, while the
+batch loop goes on producing into the next epoch — a checkpoint never stops
+processing to wait for the broker (a blocking ``flush()`` made the latency
+tail). The report costs one small callback per record (~0.2 µs). In
+``exactly_once`` mode the same producer is transactional, offsets travel inside
+the transaction, and only failures are reported (``delivery.report.only.error``).
 
 Errors are classified for the checkpoint coordinator, which decides what to do:
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -77,13 +83,44 @@ class ProducerFencedError(ProducerResetNeeded):
     the id now and this worker must stop."""
 
 
+class AckEpoch:
+    """The records produced between two checkpoints, and how many the broker has settled.
+
+    ``ack`` is the records' delivery-report callback (served inside ``poll``/``flush``
+    on the caller's thread). A failed record also counts as settled — the failure
+    itself poisons the next checkpoint through :meth:`OutputProducer.check_failures`.
+    """
+
+    __slots__ = ("_on_failure", "produced", "settled")
+
+    def __init__(self, on_failure: Callable[[KafkaError, Message], None]) -> None:
+        self.produced = 0
+        self.settled = 0
+        self._on_failure = on_failure
+
+    def ack(self, err: KafkaError | None, msg: Message) -> None:
+        self.settled += 1
+        if err is not None:
+            self._on_failure(err, msg)
+
+    @property
+    def done(self) -> bool:
+        return self.settled >= self.produced
+
+    @property
+    def outstanding(self) -> int:
+        return self.produced - self.settled
+
+
 class OutputProducer:
     """Wraps a confluent Producer; counts failed deliveries between checkpoints."""
 
     def __init__(self, base_conf: dict[str, str], *, transactional_id: str | None = None) -> None:
         overrides: dict[str, Any] = dict(PRODUCER_DEFAULTS)
         overrides.update({k: v for k, v in base_conf.items() if k in PRODUCER_DEFAULTS})
-        overrides["delivery.report.only.error"] = True
+        #: Per-record delivery reports feed acknowledgement epochs (at_least_once only).
+        self.tracks_acks = transactional_id is None
+        overrides["delivery.report.only.error"] = not self.tracks_acks
         overrides["on_delivery"] = self._on_delivery
         overrides["error_cb"] = self._on_error
         if transactional_id is not None:
@@ -100,6 +137,12 @@ class OutputProducer:
         self._first_failure: str | None = None
         self._fatal: KafkaError | None = None
         self._produce = self._producer.produce
+        self._epoch = AckEpoch(self._on_delivery)
+
+    def seal(self) -> AckEpoch:
+        """End the current acknowledgement epoch and return it; later records go to a new one."""
+        epoch, self._epoch = self._epoch, AckEpoch(self._on_delivery)
+        return epoch
 
     def _on_error(self, err: KafkaError) -> None:
         if err.fatal() and self._fatal is None:
@@ -149,11 +192,24 @@ class OutputProducer:
         timestamp: int = 0,
     ) -> None:
         """Queue one record; waits for queue space instead of failing when the queue is full."""
+        epoch = self._epoch
         while True:
             try:
-                self._produce(
-                    topic, value, key, partition=partition, timestamp=timestamp, headers=headers
-                )
+                if self.tracks_acks:
+                    self._produce(
+                        topic,
+                        value,
+                        key,
+                        partition=partition,
+                        timestamp=timestamp,
+                        headers=headers,
+                        on_delivery=epoch.ack,
+                    )
+                    epoch.produced += 1
+                else:
+                    self._produce(
+                        topic, value, key, partition=partition, timestamp=timestamp, headers=headers
+                    )
                 return
             except BufferError:
                 self._producer.poll(0.05)
@@ -173,6 +229,17 @@ class OutputProducer:
         record carried trace context; most batches take the header-less loop.
         """
         produce = self._produce
+        if headers is None and self.tracks_acks:
+            epoch = self._epoch
+            ack = epoch.ack
+            for i, value in enumerate(values):
+                try:
+                    produce(topic, value, keys[i], on_delivery=ack)
+                    epoch.produced += 1
+                except BufferError:
+                    self._producer.poll(0.05)
+                    self.produce(topic, value, keys[i])
+            return
         if headers is None:
             for i, value in enumerate(values):
                 try:
@@ -201,6 +268,15 @@ class OutputProducer:
         self._raise_failures()
         if remaining:
             raise TransientError(f"{remaining} records not yet acknowledged after {timeout:.1f}s")
+
+    def check_failures(self) -> None:
+        """Raise CheckpointError if a record failed delivery for good since the last check
+        (or a fatal producer error arrived); serves pending delivery reports first."""
+        try:
+            self._producer.poll(0)
+        except KafkaException as exc:
+            raise self.explain(exc) from None
+        self._raise_failures()
 
     def _raise_failures(self) -> None:
         if self._failures:

@@ -108,7 +108,8 @@ rebalances_total: Final = Counter(
 )
 checkpoint_duration_seconds: Final = Histogram(
     "stream_checkpoint_duration_seconds",
-    "Flush outputs + flush state + commit offsets",
+    "Checkpoint start to offsets committed: state written, outputs acknowledged, commit "
+    "(at_least_once: the batch loop keeps running meanwhile)",
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )

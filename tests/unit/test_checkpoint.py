@@ -14,7 +14,7 @@ from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from stream.checkpoint import STATE_OFFSET_KEY, Checkpointer
 from stream.errors import CheckpointError, FatalError, TransientError
-from stream.kafka.producer import TransactionAbortedError
+from stream.kafka.producer import AckEpoch, TransactionAbortedError
 
 
 class Clock:
@@ -55,8 +55,28 @@ class FakeProducer:
         self.flush_errors: list[Exception] = []
         self.commit_errors: list[Exception] = []
 
+        self.epochs: list[AckEpoch] = [AckEpoch(self._failed)]
+        self.failures: list[str] = []
+
+    def _failed(self, err: Any, msg: Any) -> None:
+        self.failures.append(str(err))
+
     def produce(self, topic: str, value: Any, key: Any = None, *, partition: int = -1) -> None:
         self.records.append((topic, key, value, partition))
+        self.epochs[-1].produced += 1
+
+    def output(self, n: int) -> None:
+        """The runner producing ``n`` outputs into the current epoch."""
+        self.epochs[-1].produced += n
+
+    def seal(self) -> AckEpoch:
+        self.calls.append("seal")
+        self.epochs.append(AckEpoch(self._failed))
+        return self.epochs[-2]
+
+    def check_failures(self) -> None:
+        if self.failures:
+            raise CheckpointError(f"{len(self.failures)} records failed delivery")
 
     def flush(self, timeout: float) -> None:
         self.calls.append("flush")
@@ -241,3 +261,120 @@ def test_exactly_once_fenced_producer_is_fatal() -> None:
         cp.checkpoint()
     with pytest.raises(CheckpointError):
         cp.checkpoint()
+
+
+# -- pipelined checkpoints (at_least_once): seal now, commit once acknowledged -----------------
+
+
+def ack_all(epoch: AckEpoch) -> None:
+    for _ in range(epoch.outstanding):
+        epoch.ack(None, None)  # type: ignore[arg-type]
+
+
+def test_pipelined_checkpoint_commits_only_after_its_records_are_acknowledged() -> None:
+    cp, consumer, producer, clock = make(pipelined=True)
+    cp.assigned = {0}
+    producer.output(5)
+    cp.record_progress({0: 10}, 10)
+    clock.now += 1
+
+    assert cp.checkpoint() is True  # sealed: state written, nothing waited for
+    assert producer.calls == ["seal"]  # no flush: the batch loop goes on
+    assert ("changelog", STATE_OFFSET_KEY, b"10", 0) in producer.records
+    assert consumer.committed == [] and cp.pending == {0: 10}
+    assert not cp.due()
+
+    first = producer.epochs[0]
+    for _ in range(first.outstanding - 1):
+        first.ack(None, None)  # type: ignore[arg-type]
+    assert not cp.due()  # one record (the state marker, or an output) still unacknowledged
+    first.ack(None, None)  # type: ignore[arg-type]
+    assert cp.due()
+    assert cp.checkpoint() is True
+    assert consumer.committed == [{0: 10}]
+    assert cp.committed == {0: 10} and cp.pending == {}
+
+
+def test_pipelined_commit_waits_for_earlier_epochs_and_takes_the_newest_acknowledged() -> None:
+    cp, consumer, producer, clock = make(pipelined=True)
+    producer.output(3)
+    cp.record_progress({0: 10, 1: 4}, 14)
+    clock.now += 1
+    cp.checkpoint()  # seals epoch 0 with {0: 10, 1: 4}
+    producer.output(3)
+    cp.record_progress({0: 20}, 10)
+    clock.now += 1
+    cp.checkpoint()  # seals epoch 1 with {0: 20, 1: 4}
+
+    ack_all(producer.epochs[1])  # the later epoch acknowledged first (another partition)
+    assert not cp.due()
+    cp.checkpoint()
+    assert consumer.committed == []  # epoch 0 is not: nothing may be committed yet
+
+    ack_all(producer.epochs[0])
+    assert cp.due()
+    cp.checkpoint()
+    assert consumer.committed == [{0: 20, 1: 4}]  # both, in one commit
+    assert cp.awaiting_acks == 0
+
+
+def test_pipelined_unacknowledged_for_longer_than_the_flush_timeout_defers() -> None:
+    cp, consumer, producer, clock = make(pipelined=True, flush_timeout=5.0)
+    producer.output(3)
+    cp.record_progress({0: 10}, 10)
+    clock.now += 1
+    assert cp.checkpoint() is True
+    clock.now += 6
+    assert cp.checkpoint() is False  # deferred: backing off, offsets stay pending
+    assert consumer.committed == [] and cp.pending == {0: 10} and cp.failed is None
+    assert not cp.due()
+    ack_all(producer.epochs[0])
+    ack_all(producer.epochs[1])
+    clock.now += 0.5
+    assert cp.checkpoint() is True
+    assert consumer.committed == [{0: 10}]
+
+
+def test_pipelined_delivery_failure_poisons_the_coordinator() -> None:
+    cp, consumer, producer, clock = make(pipelined=True)
+    producer.output(2)
+    cp.record_progress({0: 10}, 10)
+    clock.now += 1
+    cp.checkpoint()
+    epoch = producer.epochs[0]
+    epoch.ack(KafkaError(KafkaError._MSG_TIMED_OUT), None)  # type: ignore[arg-type]
+    ack_all(epoch)
+
+    with pytest.raises(CheckpointError, match="failed delivery"):
+        cp.checkpoint()
+    with pytest.raises(CheckpointError, match="earlier failure"):
+        cp.checkpoint()
+    assert consumer.committed == []
+
+
+def test_pipelined_never_commits_a_partition_it_lost() -> None:
+    cp, consumer, producer, clock = make(pipelined=True)
+    producer.output(2)
+    cp.record_progress({0: 10, 1: 7}, 17)
+    clock.now += 1
+    cp.checkpoint()
+    cp.forget([1])  # revoked without a commit (lost) while the seal was unacknowledged
+    ack_all(producer.epochs[0])
+    cp.checkpoint()
+    assert consumer.committed == [{0: 10}]
+
+
+def test_blocking_checkpoint_covers_everything_sealed_before() -> None:
+    cp, consumer, producer, clock = make(pipelined=True)
+    producer.output(2)
+    cp.record_progress({0: 10}, 10)
+    clock.now += 1
+    cp.checkpoint()  # sealed, unacknowledged
+    cp.record_progress({0: 15}, 5)
+
+    assert cp.checkpoint(wait=5.0) is True  # shutdown: flush and commit in place
+    assert producer.calls == ["seal", "flush", "commit"]
+    assert consumer.committed == [{0: 15}]
+    assert cp.awaiting_acks == 0
+    ack_all(producer.epochs[0])
+    assert not cp.due()  # nothing left to commit from the earlier seal
