@@ -34,11 +34,11 @@ def record(partition: int, i: int) -> bytes:
     return json.dumps({"event_id": f"p{partition}-{i}", "n": i, "pad": "x" * 150}).encode()
 
 
-def fill(bootstrap: str, topic: str, partitions: int, per_partition: int) -> None:
+def fill(bootstrap: str, topic: str, partitions: int, per_partition: int, start: int = 0) -> None:
     from confluent_kafka import Producer
 
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
-    for i in range(per_partition):
+    for i in range(start, per_partition):
         for p in range(partitions):
             while True:
                 try:
@@ -109,9 +109,20 @@ def test_rolling_files_are_atomic_and_a_killed_sink_restarts_without_duplicates(
 ) -> None:
     topic, dlq = topic_factory("filesink", partitions=2), topic_factory("filesink-dlq")
     per_partition = 12_000
-    fill(kafka_bootstrap, topic, 2, per_partition)
+    half = per_partition // 2
+    fill(kafka_bootstrap, topic, 2, half)
+
+    def trickle() -> None:
+        """The rest arrives while the sink runs, so the kill lands mid-stream (on a fast
+        machine the sink used to finish all of a pre-filled topic before the kill)."""
+        for start in range(half, per_partition, 250):
+            fill(kafka_bootstrap, topic, 2, start + 250, start)
+            time.sleep(0.2)
+
+    producer = threading.Thread(target=trickle, daemon=True)
     out = tmp_path / "out"
     sink = start_sink(kafka_bootstrap, topic, dlq, out)
+    producer.start()
     checked: set[str] = set()
     try:
         deadline = time.monotonic() + 120
@@ -127,6 +138,9 @@ def test_rolling_files_are_atomic_and_a_killed_sink_restarts_without_duplicates(
     finally:
         sink.send_signal(signal.SIGKILL)
         sink.communicate()
+    still_producing = producer.is_alive()
+    producer.join(timeout=120)
+    assert still_producing, "the input was complete before the kill: not a mid-stream kill"
     committed = committed_offsets(kafka_bootstrap, f"g-{topic}", topic)
     assert sum(max(o, 0) for o in committed.values()) < 2 * per_partition
 
