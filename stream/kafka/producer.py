@@ -344,7 +344,11 @@ class OutputProducer:
     def abort(self, timeout: float = 30.0) -> None:
         """Abort the open transaction: every record produced in it is discarded.
 
-        An abort that times out (broker restarting) is retried with backoff.
+        An abort that times out (broker restarting) is retried with backoff. An abort
+        refused because the producer was fenced meanwhile — typically the broker timed
+        the transaction out during an outage and bumped the epoch — raises
+        ProducerFencedError, so the caller replaces the producer and rewinds (or stops,
+        under static membership) instead of failing the worker.
         """
 
         def attempt() -> None:
@@ -352,6 +356,12 @@ class OutputProducer:
                 self._producer.abort_transaction(timeout)
             except KafkaException as exc:
                 err = exc.args[0] if exc.args else None
+                if isinstance(err, KafkaError) and err.code() in _FENCED:
+                    raise ProducerFencedError(
+                        f"transaction abort refused, producer fenced ({err.str()}): its "
+                        "transaction outlived transaction.timeout.ms, or another worker "
+                        "with the same transactional id took over"
+                    ) from None
                 if isinstance(err, KafkaError) and err.retriable():
                     raise TransientError(f"transaction abort: {err.str()}") from None
                 raise FatalError(f"transaction abort failed: {_describe(exc)}") from None
