@@ -48,6 +48,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from itertools import takewhile
 from typing import Final, Literal, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
@@ -257,18 +258,14 @@ class Checkpointer:
     def _attempt_pipelined(self) -> None:
         """Seal a checkpoint when one is due; commit the newest fully acknowledged one."""
         if self._seal_due():
-            targets = dict(self.pending)
-            self._write_state(targets, self.assigned)
-            self._sealed.append(_Sealed(self._producer.seal(), targets, self._clock()))
+            snapshot = dict(self.pending)
+            self._write_state(snapshot, self.assigned)
+            self._sealed.append(_Sealed(self._producer.seal(), snapshot, self._clock()))
             self._since = 0
             self._last = self._clock()
         self._producer.check_failures()  # a record that failed for good poisons here
-        acknowledged = 0
-        for sealed in self._sealed:
-            if not sealed.epoch.done:
-                break
-            acknowledged += 1
-        if not acknowledged:
+        ready = list(takewhile(lambda sealed: sealed.epoch.done, self._sealed))
+        if not ready:
             oldest = self._sealed[0] if self._sealed else None
             if oldest is not None and self._clock() - oldest.sealed_at > self._flush_timeout:
                 raise TransientError(
@@ -276,19 +273,18 @@ class Checkpointer:
                     f"{self._clock() - oldest.sealed_at:.1f}s"
                 )
             return
-        newest = self._sealed[acknowledged - 1]
-        targets = {}
-        for i in range(acknowledged):
-            targets.update(self._sealed[i].offsets)
+        targets: dict[int, int] = {}
+        for sealed in ready:
+            targets.update(sealed.offsets)  # later checkpoints carry later offsets
         offsets = [TopicPartition(self._input, p, off) for p, off in targets.items()]
         commit_started = time.perf_counter()
         if offsets:
             self._commit(offsets)
         metrics.commit_duration_seconds.observe(time.perf_counter() - commit_started)
-        for _ in range(acknowledged):
+        for _ in ready:
             self._sealed.popleft()
         self._committed(targets)
-        self._succeeded(self._clock() - newest.sealed_at)
+        self._succeeded(self._clock() - ready[-1].sealed_at)
 
     def _committed(self, targets: Mapping[int, int]) -> None:
         for p, off in targets.items():

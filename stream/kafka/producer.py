@@ -193,23 +193,19 @@ class OutputProducer:
     ) -> None:
         """Queue one record; waits for queue space instead of failing when the queue is full."""
         epoch = self._epoch
+        ack = epoch.ack if self.tracks_acks else None
         while True:
             try:
-                if self.tracks_acks:
-                    self._produce(
-                        topic,
-                        value,
-                        key,
-                        partition=partition,
-                        timestamp=timestamp,
-                        headers=headers,
-                        on_delivery=epoch.ack,
-                    )
-                    epoch.produced += 1
-                else:
-                    self._produce(
-                        topic, value, key, partition=partition, timestamp=timestamp, headers=headers
-                    )
+                self._produce(
+                    topic,
+                    value,
+                    key,
+                    partition=partition,
+                    timestamp=timestamp,
+                    headers=headers,
+                    on_delivery=ack,
+                )
+                epoch.produced += 1
                 return
             except BufferError:
                 self._producer.poll(0.05)
@@ -228,28 +224,22 @@ class OutputProducer:
         ``headers`` (optional, aligned with ``values``) is only passed when some input
         record carried trace context; most batches take the header-less loop.
         """
+        if headers is not None:
+            for i, value in enumerate(values):
+                self.produce(topic, value, keys[i], headers=headers[i])
+            return
         produce = self._produce
-        if headers is None and self.tracks_acks:
-            epoch = self._epoch
-            ack = epoch.ack
-            for i, value in enumerate(values):
-                try:
-                    produce(topic, value, keys[i], on_delivery=ack)
-                    epoch.produced += 1
-                except BufferError:
-                    self._producer.poll(0.05)
-                    self.produce(topic, value, keys[i])
-            return
-        if headers is None:
-            for i, value in enumerate(values):
-                try:
-                    produce(topic, value, keys[i])
-                except BufferError:
-                    self._producer.poll(0.05)
-                    self.produce(topic, value, keys[i])
-            return
+        epoch = self._epoch
+        ack = epoch.ack if self.tracks_acks else None
+        queued = 0  # by the fast path; the BufferError path counts its own
         for i, value in enumerate(values):
-            self.produce(topic, value, keys[i], headers=headers[i])
+            try:
+                produce(topic, value, keys[i], on_delivery=ack)
+                queued += 1
+            except BufferError:
+                self._producer.poll(0.05)
+                self.produce(topic, value, keys[i])
+        epoch.produced += queued
 
     def poll(self) -> None:
         """Serve delivery callbacks without blocking."""

@@ -271,6 +271,16 @@ def ack_all(epoch: AckEpoch) -> None:
         epoch.ack(None, None)  # type: ignore[arg-type]
 
 
+def seal(
+    cp: Checkpointer, producer: Any, clock: Clock, offsets: dict[int, int], outputs: int
+) -> bool:
+    """Process up to ``offsets`` (``outputs`` records produced), then run the due checkpoint."""
+    producer.output(outputs)
+    cp.record_progress(offsets, sum(offsets.values()))
+    clock.now += 1
+    return cp.checkpoint()
+
+
 def test_pipelined_checkpoint_commits_only_after_its_records_are_acknowledged() -> None:
     cp, consumer, producer, clock = make(pipelined=True)
     cp.assigned = {0}
@@ -297,14 +307,8 @@ def test_pipelined_checkpoint_commits_only_after_its_records_are_acknowledged() 
 
 def test_pipelined_commit_waits_for_earlier_epochs_and_takes_the_newest_acknowledged() -> None:
     cp, consumer, producer, clock = make(pipelined=True)
-    producer.output(3)
-    cp.record_progress({0: 10, 1: 4}, 14)
-    clock.now += 1
-    cp.checkpoint()  # seals epoch 0 with {0: 10, 1: 4}
-    producer.output(3)
-    cp.record_progress({0: 20}, 10)
-    clock.now += 1
-    cp.checkpoint()  # seals epoch 1 with {0: 20, 1: 4}
+    seal(cp, producer, clock, {0: 10, 1: 4}, outputs=3)  # seals epoch 0 with {0: 10, 1: 4}
+    seal(cp, producer, clock, {0: 20}, outputs=3)  # seals epoch 1 with {0: 20, 1: 4}
 
     ack_all(producer.epochs[1])  # the later epoch acknowledged first (another partition)
     assert not cp.due()
@@ -320,10 +324,7 @@ def test_pipelined_commit_waits_for_earlier_epochs_and_takes_the_newest_acknowle
 
 def test_pipelined_unacknowledged_for_longer_than_the_flush_timeout_defers() -> None:
     cp, consumer, producer, clock = make(pipelined=True, flush_timeout=5.0)
-    producer.output(3)
-    cp.record_progress({0: 10}, 10)
-    clock.now += 1
-    assert cp.checkpoint() is True
+    assert seal(cp, producer, clock, {0: 10}, outputs=3)
     clock.now += 6
     assert cp.checkpoint() is False  # deferred: backing off, offsets stay pending
     assert consumer.committed == [] and cp.pending == {0: 10} and cp.failed is None
@@ -337,10 +338,7 @@ def test_pipelined_unacknowledged_for_longer_than_the_flush_timeout_defers() -> 
 
 def test_pipelined_delivery_failure_poisons_the_coordinator() -> None:
     cp, consumer, producer, clock = make(pipelined=True)
-    producer.output(2)
-    cp.record_progress({0: 10}, 10)
-    clock.now += 1
-    cp.checkpoint()
+    seal(cp, producer, clock, {0: 10}, outputs=2)
     epoch = producer.epochs[0]
     epoch.ack(KafkaError(KafkaError._MSG_TIMED_OUT), None)  # type: ignore[arg-type]
     ack_all(epoch)
@@ -354,10 +352,7 @@ def test_pipelined_delivery_failure_poisons_the_coordinator() -> None:
 
 def test_pipelined_never_commits_a_partition_it_lost() -> None:
     cp, consumer, producer, clock = make(pipelined=True)
-    producer.output(2)
-    cp.record_progress({0: 10, 1: 7}, 17)
-    clock.now += 1
-    cp.checkpoint()
+    seal(cp, producer, clock, {0: 10, 1: 7}, outputs=2)
     cp.forget([1])  # revoked without a commit (lost) while the seal was unacknowledged
     ack_all(producer.epochs[0])
     cp.checkpoint()
@@ -366,10 +361,7 @@ def test_pipelined_never_commits_a_partition_it_lost() -> None:
 
 def test_blocking_checkpoint_covers_everything_sealed_before() -> None:
     cp, consumer, producer, clock = make(pipelined=True)
-    producer.output(2)
-    cp.record_progress({0: 10}, 10)
-    clock.now += 1
-    cp.checkpoint()  # sealed, unacknowledged
+    seal(cp, producer, clock, {0: 10}, outputs=2)  # sealed, unacknowledged
     cp.record_progress({0: 15}, 5)
 
     assert cp.checkpoint(wait=5.0) is True  # shutdown: flush and commit in place
