@@ -53,6 +53,9 @@ class Watch:
     first: Point
     last: Point
     peak_rss_bytes: int
+    #: The last point whose CPU was read while the system still ran (a system that
+    #: exits right after its last flush has no CPU reading at ``last``).
+    last_cpu: Point | None = None
 
     @property
     def events_per_s(self) -> float:
@@ -64,10 +67,13 @@ class Watch:
 
     @property
     def cpu_seconds_per_million(self) -> float:
-        done = self.last.done - self.first.done
-        if done <= 0:
-            return self.last.cpu_seconds / max(self.last.done, 1) * 1e6
-        return (self.last.cpu_seconds - self.first.cpu_seconds) / done * 1e6
+        end = self.last_cpu or self.last
+        done = end.done - self.first.done
+        if done <= 0 or end.cpu_seconds <= self.first.cpu_seconds:
+            # No CPU reading between the first record and the end: charge the whole
+            # run (start-up included) to every record rather than report zero.
+            return end.cpu_seconds / max(self.last.done, 1) * 1e6
+        return (end.cpu_seconds - self.first.cpu_seconds) / done * 1e6
 
 
 def watch(
@@ -84,6 +90,7 @@ def watch(
     sampler = TreeSampler(system.pids)
     started = last_change = time.monotonic()
     first: Point | None = None
+    last_cpu: Point | None = None
     cpu = 0.0
     previous = -1
     while True:
@@ -103,10 +110,12 @@ def watch(
         if alive:
             cpu = max(cpu, sampler.sample().cpu_seconds)
         point = Point(now, done, cpu)
+        if alive:
+            last_cpu = point
         if first is None and done > 0:
             first = point
         if done >= expect:
-            return Watch(started, first or point, point, sampler.peak_rss_bytes)
+            return Watch(started, first or point, point, sampler.peak_rss_bytes, last_cpu)
         if not alive:
             raise RowError(FAILED, f"exited after {done:,} of {expect:,} records")
         console.progress(label, done, expect, now - started)
