@@ -53,6 +53,7 @@ from confluent_kafka import (
 
 from stream.errors import BrokerUnavailableError, StreamError
 from stream.kafka import headers as h
+from stream.kafka.reader import retry_lookup
 
 DEFAULT_DLQ_TOPIC: Final = "events.dlq"
 DEFAULT_REPLAY_GROUP: Final = "stream-dlq-replay"
@@ -496,10 +497,10 @@ def _watermarks(
 ) -> dict[int, tuple[int, int]]:
     out: dict[int, tuple[int, int]] = {}
     for p in partitions:
-        low, high = consumer.get_watermark_offsets(
-            TopicPartition(topic, p), timeout=timeout, cached=False
+        ask = functools.partial(
+            consumer.get_watermark_offsets, TopicPartition(topic, p), timeout=timeout, cached=False
         )
-        out[p] = (low, high)
+        out[p] = retry_lookup(ask, timeout)
     return out
 
 

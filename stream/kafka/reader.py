@@ -33,10 +33,18 @@ T = TypeVar("T")
 
 #: Errors that only mean "ask again shortly": stale metadata just after a topic
 #: was created, or a group coordinator that is still loading on a fresh broker.
+#: The leader-epoch errors come from a KRaft broker whose metadata cache already
+#: names a new partition's leader epoch while its replica manager has not applied
+#: it yet (a CI run's ``stream bench`` died on UNKNOWN_LEADER_EPOCH right after
+#: creating its output topics).
 RETRIABLE_LOOKUP_ERRORS = frozenset(
     {
         KafkaError.NOT_LEADER_FOR_PARTITION,
         KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.REPLICA_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_LEADER_EPOCH,
+        KafkaError.FENCED_LEADER_EPOCH,
+        KafkaError.OFFSET_NOT_AVAILABLE,
         KafkaError.UNKNOWN_TOPIC_OR_PART,
         KafkaError._UNKNOWN_PARTITION,
         KafkaError.NOT_COORDINATOR,
@@ -116,15 +124,18 @@ class TopicTail:
 
 
 def retry_lookup(call: Callable[[], T], timeout: float = 30.0) -> T:
-    """``call()``, retried while it fails with one of :data:`RETRIABLE_LOOKUP_ERRORS`."""
+    """``call()``, retried for up to ``timeout`` s while it fails with one of
+    :data:`RETRIABLE_LOOKUP_ERRORS` or an error librdkafka flags as retriable."""
     deadline = time.monotonic() + timeout
     while True:
         try:
             return call()
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            code = error.code() if isinstance(error, KafkaError) else None
-            if code not in RETRIABLE_LOOKUP_ERRORS or time.monotonic() > deadline:
+            retriable = isinstance(error, KafkaError) and (
+                error.code() in RETRIABLE_LOOKUP_ERRORS or error.retriable()
+            )
+            if not retriable or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
 
