@@ -39,6 +39,7 @@ from stream.errors import BackpressureError, CheckpointError, FatalError
 from stream.kafka.client import client_config
 from stream.kafka.dlq import DlqWriter
 from stream.kafka.producer import OutputProducer
+from stream.kafka.reader import is_retriable_lookup_error
 from stream.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -373,9 +374,14 @@ class SinkRunner:
         positions = self._consumer.position(self._assignment)
         committed: list[TopicPartition] | None = None
         for tp in positions:
-            low, high = self._consumer.get_watermark_offsets(
-                TopicPartition(tp.topic, tp.partition), timeout=5.0, cached=False
-            )
+            try:
+                low, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(tp.topic, tp.partition), timeout=5.0, cached=False
+                )
+            except KafkaException as exc:
+                if is_retriable_lookup_error(exc):
+                    return False  # e.g. a leader moving: ask again at the next check
+                raise
             offset = tp.offset
             if offset < 0:
                 if committed is None:

@@ -123,6 +123,14 @@ class TopicTail:
 # -- offsets ----------------------------------------------------------------------------------
 
 
+def is_retriable_lookup_error(exc: KafkaException) -> bool:
+    """True when a failed offset or metadata lookup is worth asking again shortly."""
+    error = exc.args[0] if exc.args else None
+    return isinstance(error, KafkaError) and (
+        error.code() in RETRIABLE_LOOKUP_ERRORS or error.retriable()
+    )
+
+
 def retry_lookup(call: Callable[[], T], timeout: float = 30.0) -> T:
     """``call()``, retried for up to ``timeout`` s while it fails with one of
     :data:`RETRIABLE_LOOKUP_ERRORS` or an error librdkafka flags as retriable."""
@@ -131,11 +139,7 @@ def retry_lookup(call: Callable[[], T], timeout: float = 30.0) -> T:
         try:
             return call()
         except KafkaException as exc:
-            error = exc.args[0] if exc.args else None
-            retriable = isinstance(error, KafkaError) and (
-                error.code() in RETRIABLE_LOOKUP_ERRORS or error.retriable()
-            )
-            if not retriable or time.monotonic() > deadline:
+            if not is_retriable_lookup_error(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
 
