@@ -11,6 +11,10 @@ about 1.5 us/event on the 2-core development machine.
 
     PYTHONPATH=. python benchmarks/micro_correlate.py --events 1000000
     PYTHONPATH=. python benchmarks/micro_correlate.py --rules all   # every rule kind
+    # a sequence rule with an unselective step (every error within 30 s), as in
+    # `stream demo`, at 20k events per second of event time
+    PYTHONPATH=. python benchmarks/micro_correlate.py --rules sequence --rate 20000 --sources 10 \
+        --events 1500000
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from stream.models import Event
 from stream.stages.correlate import Correlator
@@ -84,6 +89,24 @@ ALL_KINDS = {
     ]
 }
 
+#: The demo's ``deploy-then-errors`` shape: step 2 matches every error, so the
+#: groups buffer every error of the last 30 s (``--rate 20000``: ~60k events).
+SEQUENCE = {
+    "rules": [
+        {
+            "name": "deploy-then-errors",
+            "kind": "sequence",
+            "group_by": ["source"],
+            "steps": [
+                {"match": {"type": "deploy"}},
+                {"match": {"severity": "error"}, "min_count": 3},
+            ],
+            "within": "30s",
+        }
+    ]
+}
+PRESETS: dict[str, dict[str, Any]] = {"all": ALL_KINDS, "sequence": SEQUENCE}
+
 TYPES = ["request"] * 80 + ["login"] * 15 + ["job"] * 5
 
 
@@ -100,19 +123,24 @@ def severities(error_share: float) -> list[str]:
 
 
 def synthetic(
-    n: int, partitions: int, error_share: float = 0.15, seed: int = 7
+    n: int,
+    partitions: int,
+    error_share: float = 0.15,
+    seed: int = 7,
+    rate: int = 1000,
+    sources: int = 200,
 ) -> list[tuple[list[Event], list[int]]]:
     rng = random.Random(seed)
     mix = severities(error_share)
     streams: list[tuple[list[Event], list[int]]] = [([], []) for _ in range(partitions)]
     t0 = 1_700_000_000_000
     for i in range(n):
-        t = t0 + i - rng.randrange(0, 2_000)
+        t = t0 + i * 1000 // rate - rng.randrange(0, 2_000)
         kind = "deploy" if rng.random() < 0.0005 else rng.choice(TYPES)
         event = Event(
             event_id=f"ev-{i}",
             type=kind,
-            source=f"svc-{rng.randrange(200)}",
+            source=f"svc-{rng.randrange(sources)}",
             timestamp=t,
             severity=rng.choice(mix),  # type: ignore[arg-type]
             entity=f"user-{rng.randrange(5000)}",
@@ -124,15 +152,10 @@ def synthetic(
     return streams
 
 
-def run(
-    rules: Sequence[RuleSpec],
-    n: int,
-    batch: int,
-    partitions: int,
-    checkpoint_every: int,
-    error_share: float = 0.15,
-) -> None:
-    streams = synthetic(n, partitions, error_share)
+def run(rules: Sequence[RuleSpec], n: int, args: argparse.Namespace) -> None:
+    batch, partitions, checkpoint_every = args.batch, args.partitions, args.checkpoint_every
+    error_share, rate = args.error_share, args.rate
+    streams = synthetic(n, partitions, error_share, rate=rate, sources=args.sources)
     correlator = Correlator(rules)
     emitted = late = changes = 0
     since_checkpoint = 0
@@ -162,7 +185,7 @@ def run(
     cpu = time.process_time() - cpu_start
     print(
         f"rules={len(rules)} events={n} batch={batch} partitions={partitions} "
-        f"error_share={error_share:g}: "
+        f"error_share={error_share:g} rate={rate}/s sources={args.sources}: "
         f"{n / elapsed:,.0f} events/s, {elapsed / n * 1e6:.3f} us/event wall, "
         f"{cpu / n * 1e6:.3f} us/event CPU "
         f"(correlations={emitted} late={late} changelog entries={changes} "
@@ -179,14 +202,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=10_000, help="events per process() call")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--checkpoint-every", type=int, default=100_000, help="events per drain")
-    parser.add_argument("--rules", choices=["default", "all"], default="default")
+    parser.add_argument("--rules", choices=["default", *PRESETS], default="default")
+    parser.add_argument("--sources", type=int, default=200, help="distinct sources (group keys)")
+    parser.add_argument(
+        "--rate", type=int, default=1000, help="events per second of event time (all sources)"
+    )
     parser.add_argument(
         "--error-share", type=float, default=0.15, help="fraction of error/critical events"
     )
     args = parser.parse_args(argv)
-    rules = DEFAULT_RULES if args.rules == "default" else parse_rules(ALL_KINDS)
+    rules = DEFAULT_RULES if args.rules == "default" else parse_rules(PRESETS[args.rules])
     for n in sorted({min(100_000, args.events), args.events}):
-        run(rules, n, args.batch, args.partitions, args.checkpoint_every, args.error_share)
+        run(rules, n, args)
     return 0
 
 
