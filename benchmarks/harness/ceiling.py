@@ -18,6 +18,8 @@ import sys
 import time
 from typing import Any
 
+from benchmarks.harness.procstats import own_peak_rss_bytes
+
 BATCH = 10_000
 #: As the worker's fetch loop: a blocking consume(n, t) would wait for n records or t
 #: seconds and add up to t of latency at low rates.
@@ -73,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         "events": consumed,
         "seconds": round(seconds, 3),
         "events_per_s": round(consumed / seconds, 1) if seconds > 0 else 0.0,
+        "peak_rss_bytes": own_peak_rss_bytes(),
     }
     print(json.dumps(result), flush=True)
     return 0 if consumed >= args.expect else 1

@@ -15,6 +15,7 @@ over the tree; the sampler keeps the largest sum seen, since a process's
 from __future__ import annotations
 
 import os
+import resource
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,13 @@ def peak_rss_bytes(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def own_peak_rss_bytes() -> int:
+    """The calling process's own peak RSS, for programs that report it on exit: the
+    harness may only ever sample a very short-lived program as an exited zombie, whose
+    ``/proc/<pid>/status`` has no ``VmHWM`` any more."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from typing import Any, Final, TextIO
 
 import msgspec
 
+from benchmarks.harness.procstats import own_peak_rss_bytes
 from stream.models import SEVERITY_RANK, event_decoder
 
 ERROR_SEVERITIES: Final = frozenset({"error", "critical"})
@@ -169,6 +170,7 @@ class Tally:
                 "valid": self.valid,
                 "dlq": self.dlq,
                 "correlations": self.correlations,
+                "peak_rss_bytes": own_peak_rss_bytes(),
                 **self.extra,
             }
         )

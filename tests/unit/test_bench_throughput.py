@@ -1,10 +1,10 @@
-"""CPU per million records from the throughput watcher's samples."""
+"""CPU per million records and peak RSS from the throughput watcher's samples."""
 
 from __future__ import annotations
 
 import pytest
 
-from benchmarks.harness.throughput import Point, Watch
+from benchmarks.harness.throughput import Point, Watch, peak_rss_bytes
 
 
 def test_cpu_between_first_record_and_last_reading() -> None:
@@ -17,3 +17,16 @@ def test_system_that_exited_before_a_cpu_reading_is_not_reported_as_free() -> No
     first = Point(1.0, 5_000, 1.5)
     watch = Watch(0.0, first, Point(1.2, 20_000, 1.5), 0, first)
     assert watch.cpu_seconds_per_million == pytest.approx(1.5 / 20_000 * 1e6)
+
+
+def test_peak_rss_of_a_program_sampled_only_as_a_zombie_comes_from_its_own_report() -> None:
+    # CI: the ceiling finished between two samples; /proc had no VmHWM for it any more
+    seen = Watch(0.0, Point(1.0, 1, 0.5), Point(1.1, 20_000, 0.5), 0)
+    assert peak_rss_bytes(seen, {"peak_rss_bytes": 300 * 2**20}) == 300 * 2**20
+    assert peak_rss_bytes(seen, {}) == 0  # neither: stays 0, which the bench smoke test rejects
+
+
+def test_the_sampled_tree_peak_wins_when_larger() -> None:
+    # a worker's tree (e.g. with helper processes) outweighs one process's own figure
+    seen = Watch(0.0, Point(1.0, 1, 0.5), Point(2.0, 20_000, 1.5), 500 * 2**20)
+    assert peak_rss_bytes(seen, {"peak_rss_bytes": 300 * 2**20}) == 500 * 2**20
