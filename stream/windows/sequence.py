@@ -31,10 +31,10 @@ it is open (``t + within + grace <= watermark``).
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from heapq import heapify, heappop, heappush
 from itertools import count
-from typing import Any
+from typing import Any, TypeVar
 
 from stream.models import Correlation
 from stream.windows.aggregates import Entry
@@ -49,6 +49,7 @@ _NO_DUE = 2**62
 
 #: (event time, sequence number, event id)
 StepEvent = tuple[int, int, str]
+T = TypeVar("T")
 
 
 def _time(event: StepEvent) -> int:
@@ -59,13 +60,17 @@ def _time_seq(event: StepEvent) -> tuple[int, int]:
     return event[0], event[1]
 
 
-def _anchor_order(anchor: Anchor) -> StepEvent:
-    return anchor.event
+def _anchor_time(anchor: Anchor) -> int:
+    return anchor.event[0]
 
 
-def _add_sorted(items: list[Any], item: Any, key: Any = None) -> None:
+def _anchor_order(anchor: Anchor) -> tuple[int, int]:
+    return _time_seq(anchor.event)
+
+
+def _add_sorted(items: list[T], item: T, key: Callable[[T], tuple[int, int]]) -> None:
     """Append ``item``, or insert it in order when it arrived out of order."""
-    if items and (key(items[-1]) if key else items[-1]) > (key(item) if key else item):
+    if items and key(items[-1]) > key(item):
         insort(items, item, key=key)
     else:
         items.append(item)
@@ -155,7 +160,7 @@ class SequenceStore:
                 self._buffered += 1
             for j in range(1, len(steps)):
                 if steps[j](event):
-                    _add_sorted(group.steps[j - 1], step_event)
+                    _add_sorted(group.steps[j - 1], step_event, _time_seq)
                     self._buffered += 1
             self._schedule(key, group, t + horizon)
             self._touch(key, group)
@@ -221,7 +226,7 @@ class SequenceStore:
         expired = watermark - self._horizon  # times at or before this have closed
         before = group.size()
         anchors = group.anchors
-        closing = bisect_right(anchors, expired, key=lambda a: a.event[0])
+        closing = bisect_right(anchors, expired, key=_anchor_time)
         for anchor in anchors[:closing]:
             record = self._evaluate(key, group, anchor, final=True)
             if record is not None:
@@ -272,7 +277,9 @@ class SequenceStore:
             (Anchor((int(t), int(s), str(i)), bool(early)) for t, s, i, early in anchors),
             key=_anchor_order,
         )
-        group.steps = [sorted((int(t), int(s), str(i)) for t, s, i in step) for step in steps]
+        group.steps = [
+            sorted(((int(t), int(s), str(i)) for t, s, i in step), key=_time_seq) for step in steps
+        ]
         group.stored = True
         self._buffered += group.size()
         return True
