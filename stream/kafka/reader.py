@@ -11,6 +11,7 @@ the benchmark harness and the tests; they are answered here, once.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -94,10 +95,13 @@ class TopicTail:
         return bool(self._partitions)
 
     def end_offsets(self) -> dict[int, int]:
-        return {
-            p: self._consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)[1]
-            for p in self._partitions
-        }
+        ends: dict[int, int] = {}
+        for p in self._partitions:
+            ask = functools.partial(
+                self._consumer.get_watermark_offsets, TopicPartition(self.topic, p), timeout=10
+            )
+            ends[p] = retry_lookup(ask)[1]
+        return ends
 
     def poll(self, max_records: int = 10_000, timeout: float = 0.0) -> list[Message]:
         return [m for m in self._consumer.consume(max_records, timeout) if m.error() is None]
