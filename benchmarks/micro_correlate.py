@@ -193,19 +193,31 @@ def run(rules: Sequence[RuleSpec], n: int, args: argparse.Namespace) -> None:
     )
 
 
+def positive(text: str) -> int:
+    """argparse type: an integer above zero (``--rate 0`` would divide by zero)."""
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Time Correlator.process on synthetic events.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--events", type=int, default=1_000_000, help="events in total")
-    parser.add_argument("--batch", type=int, default=10_000, help="events per process() call")
-    parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--checkpoint-every", type=int, default=100_000, help="events per drain")
-    parser.add_argument("--rules", choices=["default", *PRESETS], default="default")
-    parser.add_argument("--sources", type=int, default=200, help="distinct sources (group keys)")
+    parser.add_argument("--events", type=positive, default=1_000_000, help="events in total")
+    parser.add_argument("--batch", type=positive, default=10_000, help="events per process() call")
+    parser.add_argument("--partitions", type=positive, default=4)
     parser.add_argument(
-        "--rate", type=int, default=1000, help="events per second of event time (all sources)"
+        "--checkpoint-every", type=positive, default=100_000, help="events per drain"
+    )
+    parser.add_argument("--rules", choices=["default", *PRESETS], default="default")
+    parser.add_argument(
+        "--sources", type=positive, default=200, help="distinct sources (group keys)"
+    )
+    parser.add_argument(
+        "--rate", type=positive, default=1000, help="events per second of event time (all sources)"
     )
     parser.add_argument(
         "--error-share", type=float, default=0.15, help="fraction of error/critical events"
