@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -98,19 +99,7 @@ def start(
             _require_same_security(paths, scram, running=False)
         else:
             _format_storage(paths, settings, java, jar_dir)
-        _rotate_log(paths.server_log)
-        log_start = _size(paths.server_log)
-        command = java_command(
-            java,
-            jar_dir,
-            "kafka.Kafka",
-            [str(paths.server_properties)],
-            heap=BROKER_HEAP,
-            log4j_config=paths.log4j_config,
-            logs_dir=paths.data_dir,
-        )
-        pid = launch_detached(command, cwd=paths.data_dir, log_file=paths.server_log)
-        paths.pid_file.write_text(f"{pid}\n", encoding="ascii")
+        pid, log_start = launch_node(paths, java, jar_dir, heap=BROKER_HEAP)
         try:
             _await_ready(paths, bootstrap, timeout, scram, pid, log_start)
         except BrokerStartError:
@@ -165,6 +154,36 @@ def running_pid(paths: BrokerPaths) -> int | None:
             return pid
     paths.pid_file.unlink(missing_ok=True)
     return None
+
+
+def launch_node(
+    paths: BrokerPaths,
+    java: Path,
+    jar_dir: Path,
+    *,
+    heap: str,
+    prefix: Sequence[str] = (),
+) -> tuple[int, int]:
+    """Launch the Kafka JVM of ``paths`` (configured and formatted) and record its pid.
+
+    ``prefix`` runs it through another command that ends by exec-ing the JVM, so the
+    pid stays the broker's (``ip netns exec NS``). Returns the pid and the size of
+    ``server.log`` before the launch (where this run's output begins).
+    """
+    _rotate_log(paths.server_log)
+    log_start = _size(paths.server_log)
+    command = java_command(
+        java,
+        jar_dir,
+        "kafka.Kafka",
+        [str(paths.server_properties)],
+        heap=heap,
+        log4j_config=paths.log4j_config,
+        logs_dir=paths.data_dir,
+    )
+    pid = launch_detached([*prefix, *command], cwd=paths.data_dir, log_file=paths.server_log)
+    paths.pid_file.write_text(f"{pid}\n", encoding="ascii")
+    return pid, log_start
 
 
 def _scram(security: SecurityOption) -> ScramSecurity | None:
@@ -226,23 +245,17 @@ def _write_config_files(paths: BrokerPaths, settings: BrokerSettings) -> None:
     paths.log4j_config.write_text(log4j.read_text(encoding="utf-8"), encoding="utf-8")
 
 
-def _format_storage(paths: BrokerPaths, settings: BrokerSettings, java: Path, libs: Path) -> None:
+def _format_storage(
+    paths: BrokerPaths,
+    settings: BrokerSettings,
+    java: Path,
+    libs: Path,
+    cluster_id: str | None = None,
+) -> None:
     """``kafka-storage format``: the one-time step that gives the node its cluster id
-    (and, in SCRAM mode, its users' credentials)."""
-    cluster_id = new_cluster_id()
-    arguments = ["format", "-t", cluster_id, "-c", str(paths.server_properties)]
-    if settings.security is not None:
-        arguments += settings.security.format_arguments()
-    command = java_command(
-        java,
-        libs,
-        "kafka.tools.StorageTool",
-        arguments,
-        heap=TOOL_HEAP,
-        log4j_config=paths.log4j_config,
-        logs_dir=paths.data_dir,
-        extra_options=("-XX:TieredStopAtLevel=1",),  # short-lived: skip the optimising JIT
-    )
+    (and, in SCRAM mode, its users' credentials). The nodes of a cluster share one id."""
+    cluster_id = cluster_id or new_cluster_id()
+    command = _format_command(paths, settings, java, libs, cluster_id)
     try:
         result = subprocess.run(
             command,
@@ -264,6 +277,24 @@ def _format_storage(paths: BrokerPaths, settings: BrokerSettings, java: Path, li
         )
     state = {"version": KAFKA_VERSION, "security": settings.security_name, "cluster_id": cluster_id}
     paths.state_file.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+
+
+def _format_command(
+    paths: BrokerPaths, settings: BrokerSettings, java: Path, libs: Path, cluster_id: str
+) -> list[str]:
+    arguments = ["format", "-t", cluster_id, "-c", str(paths.server_properties)]
+    if settings.security is not None:
+        arguments += settings.security.format_arguments()
+    return java_command(
+        java,
+        libs,
+        "kafka.tools.StorageTool",
+        arguments,
+        heap=TOOL_HEAP,
+        log4j_config=paths.log4j_config,
+        logs_dir=paths.data_dir,
+        extra_options=("-XX:TieredStopAtLevel=1",),  # short-lived: skip the optimising JIT
+    )
 
 
 def _size(path: Path) -> int:

@@ -1,7 +1,9 @@
 """What the local broker is configured with: pure functions, no I/O.
 
 One node is both broker and controller (KRaft, static quorum: controller on
-``port + 1``), so every replication factor and min ISR is 1. Choices that differ
+``port + 1``), so every replication factor and min ISR is 1. A node of a local
+cluster (:mod:`stream.localbroker.cluster`) is the same node with the whole
+voter set and the cluster's replication factor and min ISR. Choices that differ
 from Kafka's defaults, and why:
 
 * ``group.initial.rebalance.delay.ms=0`` — a consumer group forms at once instead
@@ -89,10 +91,23 @@ class BrokerSettings:
     log_dirs: Path
     security: ScramSecurity | None = None
     node_id: int = 1
+    host: str = "127.0.0.1"
+    # A cluster node (see :mod:`stream.localbroker.cluster`) sets these three; a single
+    # node is its own quorum and keeps one copy of everything.
+    quorum_voters: str | None = None
+    replication_factor: int = 1
+    min_insync_replicas: int = 1
 
     @property
     def controller_port(self) -> int:
         return self.port + 1
+
+    @property
+    def voters(self) -> str:
+        """``controller.quorum.voters``: ``id@host:port`` of every controller."""
+        if self.quorum_voters is not None:
+            return self.quorum_voters
+        return f"{self.node_id}@{self.host}:{self.controller_port}"
 
     @property
     def security_name(self) -> str:
@@ -101,12 +116,14 @@ class BrokerSettings:
 
 def server_properties(settings: BrokerSettings) -> dict[str, str]:
     """The broker's ``server.properties`` as an ordered mapping."""
-    host = "127.0.0.1"
+    host = settings.host
     listener = "PLAINTEXT" if settings.security is None else SASL_LISTENER
+    replicas = str(settings.replication_factor)
+    min_isr = str(settings.min_insync_replicas)
     props = {
         "process.roles": "broker,controller",
         "node.id": str(settings.node_id),
-        "controller.quorum.voters": f"{settings.node_id}@{host}:{settings.controller_port}",
+        "controller.quorum.voters": settings.voters,
         "controller.listener.names": "CONTROLLER",
         "listeners": f"{listener}://{host}:{settings.port},CONTROLLER://{host}:{settings.controller_port}",
         "advertised.listeners": f"{listener}://{host}:{settings.port}",
@@ -114,15 +131,15 @@ def server_properties(settings: BrokerSettings) -> dict[str, str]:
         "listener.security.protocol.map": f"{listener}:{listener},CONTROLLER:PLAINTEXT",
         "log.dirs": str(settings.log_dirs),
         "num.partitions": "1",
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
-        "offsets.topic.replication.factor": "1",
+        "default.replication.factor": replicas,
+        "min.insync.replicas": min_isr,
+        "offsets.topic.replication.factor": replicas,
         "offsets.topic.num.partitions": "10",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.replication.factor": replicas,
+        "transaction.state.log.min.isr": min_isr,
         "transaction.state.log.num.partitions": "10",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
+        "share.coordinator.state.topic.replication.factor": replicas,
+        "share.coordinator.state.topic.min.isr": min_isr,
         "group.initial.rebalance.delay.ms": "0",
         "log.cleaner.enable": "true",
         "log.cleaner.backoff.ms": "1000",

@@ -9,6 +9,9 @@ Everything lives under one state directory, ``$STREAM_HOME`` or ``./.stream``
         server.properties  log4j2.properties  broker.json  broker.pid
         server.log                   the broker's log (log4j2 and JVM output)
         kraft-logs/                  Kafka's log.dirs (topic data and metadata)
+    <home>/cluster-<port>/           a local multi-node cluster whose node 1 listens on <port>
+        cluster.json  .lock          cluster id, node count, network namespaces or not
+        node-<n>/                    node n's files, laid out like broker-<port>/ above
 """
 
 from __future__ import annotations
@@ -74,3 +77,12 @@ class BrokerPaths:
 
 def broker_paths(home: Path, port: int) -> BrokerPaths:
     return BrokerPaths(data_dir=home / f"broker-{port}")
+
+
+def cluster_dir(home: Path, port: int) -> Path:
+    """Directory of the local cluster whose first node listens on ``port``."""
+    return home / f"cluster-{port}"
+
+
+def cluster_node_paths(home: Path, port: int, node: int) -> BrokerPaths:
+    return BrokerPaths(data_dir=cluster_dir(home, port) / f"node-{node}")

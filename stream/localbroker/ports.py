@@ -40,3 +40,17 @@ def free_port_pair(low: int = 41000, high: int = 41999) -> int:
         if port_is_free(port) and port_is_free(port + 1):
             return port
     raise OSError(f"no two adjacent free ports between {low} and {high}")
+
+
+def free_port_block(count: int, low: int = 41000, high: int = 41999) -> int:
+    """A port ``p`` in ``[low, high)`` with ``p .. p + count - 1`` all free (a cluster's ports).
+
+    Starts at a random point so parallel sessions rarely race for the same block.
+    """
+    span = high - low - count + 1
+    offset = random.randrange(span)
+    for step in range(span):
+        port = low + (offset + step) % span
+        if all(port_is_free(port + i) for i in range(count)):
+            return port
+    raise OSError(f"no {count} adjacent free ports between {low} and {high}")
