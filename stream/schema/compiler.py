@@ -619,14 +619,17 @@ class _Compiler:
                 fields.append((attr, tp, UNSET))
             props.append(Prop(name, attr, sub_pointer, is_required, has_default, child))
         rename = {attrs[n]: n for n in names if attrs[n] != n}
-        struct = msgspec.defstruct(
-            _struct_name(self.source, pointer),
-            fields,
-            kw_only=True,
-            forbid_unknown_fields=extra is False,
-            rename=rename or None,
-            gc=False,
-        )
+        try:
+            struct = msgspec.defstruct(
+                _struct_name(self.source, pointer),
+                fields,
+                kw_only=True,
+                forbid_unknown_fields=extra is False,
+                rename=rename or None,
+                gc=False,
+            )
+        except (TypeError, ValueError) as exc:  # e.g. a '"' or control character in a name
+            raise self.error(pointer, "properties", f"cannot be expressed: {exc}") from None
         return Node(struct, frozenset({"object"}), None, None, tuple(props))
 
     def _default(self, schema: Mapping[str, Any], pointer: str, tp: Any) -> Any:
