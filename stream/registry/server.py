@@ -90,8 +90,18 @@ def external_url() -> str | None:
     return os.environ.get(URL_ENV) or None
 
 
-def start(port: int = DEFAULT_PORT, home: Path | str | None = None, timeout: float = 90.0) -> str:
-    """Start the local registry (or find it running) and return its API URL."""
+def start(
+    port: int = DEFAULT_PORT,
+    home: Path | str | None = None,
+    timeout: float = 90.0,
+    *,
+    app: Path | None = None,
+) -> str:
+    """Start the local registry (or find it running) and return its API URL.
+
+    ``app`` is an unpacked distribution (:func:`ensure_distribution`); by default it is
+    fetched into ``home``.
+    """
     home_dir = resolve_home(home)
     paths = registry_paths(home_dir, port)
     url = local_url(port)
@@ -103,7 +113,7 @@ def start(port: int = DEFAULT_PORT, home: Path | str | None = None, timeout: flo
             return url
         _require_free_ports(port, home_dir)
         java = find_java()
-        app = ensure_distribution(home_dir)
+        app = app if app is not None else ensure_distribution(home_dir)
         _rotate_log(paths.log_file)
         log_start = _size(paths.log_file)
         command = registry_command(java, app, port)
