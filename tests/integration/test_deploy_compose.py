@@ -56,6 +56,7 @@ def test_schema_catches_mistakes() -> None:
 def test_the_stack_has_every_service() -> None:
     assert set(compose()["services"]) == {
         "kafka",
+        "registry",
         "topic-init",
         "worker",
         "loadgen",

@@ -190,6 +190,20 @@ def test_without_java_21_one_message_says_what_was_found(
         assert "(Java 17)" in str(caught.value)
 
 
+def test_compose_registry_service_has_the_local_settings() -> None:
+    import yaml
+
+    compose = yaml.safe_load(
+        (Path(__file__).resolve().parents[2] / "docker-compose.yml").read_text()
+    )
+    service = compose["services"]["registry"]
+    assert service["image"] == f"apicurio/apicurio-registry:{registry.REGISTRY_VERSION}"
+    env = service["environment"]
+    assert env["APICURIO_RULES_GLOBAL_COMPATIBILITY"] == "BACKWARD"
+    assert int(env["QUARKUS_MANAGEMENT_PORT"]) != 9000
+    assert service["ports"] == [f"{registry.DEFAULT_PORT}:8080"]
+
+
 # --- decoding ------------------------------------------------------------------------
 
 
