@@ -25,7 +25,7 @@ def safe_attr(name: str) -> str:
     attr = _INVALID.sub("_", name)
     if not attr or attr[0].isdigit() or attr.startswith("__"):
         attr = "f_" + attr
-    if keyword.iskeyword(attr) or keyword.issoftkeyword(attr):
+    if keyword.iskeyword(attr):
         attr += "_"
     return attr
 
