@@ -27,7 +27,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from stream.models import Event
+from stream.pipelines.observability import Event
 from stream.stages.correlate import Correlator
 from stream.windows.spec import DEFAULT_RULES, RuleSpec, parse_rules
 

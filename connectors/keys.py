@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Final
 
-from stream.models import Event
+from stream.pipelines.observability import Event
 
 KeyFunction = Callable[[Event], bytes]
 

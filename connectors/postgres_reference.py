@@ -35,7 +35,6 @@ from typing import Any, Final
 from connectors.postgres import classify, connect, psycopg, redact_dsn, table_name
 from stream.config import Settings
 from stream.errors import ConfigError, StreamError, TransientError
-from stream.models import ServiceInfo
 from stream.resilience.circuit_breaker import CircuitBreaker
 from stream.resilience.retry import RetryPolicy
 from stream.stages.enrich import ReferenceTable
@@ -62,6 +61,8 @@ class PostgresReference:
         dsn: str,
         table: str = "reference_services",
         *,
+        query: str | None = None,
+        key_column: str = "service",
         refresh_interval: float = 30.0,
         connect_timeout: float = 5.0,
         backoff: RetryPolicy = FAILED_READ_BACKOFF,
@@ -69,12 +70,15 @@ class PostgresReference:
         psycopg()  # the install hint, at construction
         self._dsn = dsn
         self._table = table_name(table)
-        self.table = table
+        self.table = table if query is None else "query"
+        #: A pipeline join's own query; None: the whole reference table.
+        self._query = query
+        self._key_column = key_column
         self.refresh_interval = refresh_interval
         self._connect_timeout = connect_timeout
         self._backoff = backoff
         self._conn: Any = None
-        self._services: dict[str, ServiceInfo] = {}
+        self._services: dict[str, dict[str, Any]] = {}
         self._version = 0
         self._loaded = False
         self._error: str | None = "not loaded yet"
@@ -89,7 +93,7 @@ class PostgresReference:
     def version(self) -> int:
         return self._version
 
-    def lookup(self, sources: Collection[str]) -> Mapping[str, ServiceInfo]:
+    def lookup(self, sources: Collection[str]) -> Mapping[str, Mapping[str, Any]]:
         error = self._error
         if error is not None:
             raise TransientError(f"reference table {self.table} unavailable: {error}")
@@ -115,11 +119,9 @@ class PostgresReference:
             self._error = str(exc)
             raise
         self.reads += 1
-        services = {
-            service: ServiceInfo(team=team, tier=tier, owner=owner)
-            for service, team, tier, owner in rows
-            if service
-        }
+        services = {str(row[self._key_column]): row for row in rows if row.get(self._key_column)}
+        for row in services.values():
+            del row[self._key_column]
         changed = not self._loaded or services != self._services
         if changed:
             self._services = services
@@ -128,15 +130,19 @@ class PostgresReference:
         self._error = None
         return changed
 
-    def _read(self) -> list[tuple[Any, ...]]:
+    def _read(self) -> list[dict[str, Any]]:
         pg = psycopg()
         if self._conn is None or self._conn.closed:
             self._conn = connect(self._dsn, timeout=self._connect_timeout, autocommit=True)
-        query = pg.sql.SQL("SELECT service, team, tier, owner FROM {}").format(
-            pg.sql.Identifier(*self._table)
-        )
+        query: Any = self._query
+        if query is None:
+            query = pg.sql.SQL("SELECT service, team, tier, owner FROM {}").format(
+                pg.sql.Identifier(*self._table)
+            )
         try:
-            return list(self._conn.execute(query).fetchall())
+            cursor = self._conn.execute(query)
+            names = [column.name for column in cursor.description or ()]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
         except pg.Error as exc:
             conn, self._conn = self._conn, None
             conn.close()

@@ -44,7 +44,7 @@ import msgspec
 from connectors.base import Record, Sink
 from connectors.postgres import classify, connect, psycopg, redact_dsn, table_name
 from stream.errors import BackpressureError, FatalError, TransientError
-from stream.models import enriched_decoder
+from stream.pipelines.observability import enriched_decoder
 from stream.resilience.circuit_breaker import CircuitBreaker
 from stream.resilience.retry import RetryExhausted, RetryPolicy, retry_call
 from stream.stages import Reject

@@ -32,7 +32,6 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Sized
 from typing import Any
 
 import faust
@@ -45,15 +44,13 @@ from stream.config import Settings
 from stream.errors import StreamError
 from stream.kafka.client import client_config
 from stream.kafka.producer import OutputProducer
-from stream.kafka.reader import TopicTail, read_partition_to_end
-from stream.models import ServiceInfo, service_info_decoder
+from stream.kafka.reader import read_partition_to_end
 from stream.observability import gcpause, metrics
 from stream.observability.tracing import BatchTracer
+from stream.lookups import TableFeeds, build_lookups
+from stream.pipeline import build_stages
 from stream.resilience.circuit_breaker import CircuitBreaker
 from stream.runner import Batch, BatchRunner
-from stream.stages.correlate import Correlator
-from stream.stages.enrich import Enricher, ReferenceLookup, ReferenceTable
-from stream.stages.validate import Validator
 
 log = logging.getLogger(__name__)
 
@@ -91,22 +88,6 @@ def build_consumer(settings: Settings) -> Consumer:
     return Consumer(client_config(base, **overrides))
 
 
-def parse_reference(records: list[Any]) -> list[tuple[str, ServiceInfo | None]]:
-    """Decode ``reference.services`` records; a bad record is logged and skipped."""
-    updates: list[tuple[str, ServiceInfo | None]] = []
-    for m in records:
-        key = m.key()
-        if not key:
-            continue
-        value = m.value()
-        try:
-            updates.append((key.decode(), service_info_decoder.decode(value) if value else None))
-        except Exception as exc:  # reference data must not stop the worker
-            metrics.errors_total.labels(stage="reference", error_class=type(exc).__name__).inc()
-            log.warning("skipping bad reference record for %r: %s", key, exc)
-    return updates
-
-
 class PipelineService(mode.Service):
     """Owns the Kafka clients and the runner; feeds batches to the agent."""
 
@@ -115,9 +96,9 @@ class PipelineService(mode.Service):
         self.settings = settings
         self.channel = channel
         self.runner: BatchRunner | None = None
-        self.reference: ReferenceLookup = ReferenceTable()
-        self._breaker: CircuitBreaker | None = None
-        self._tail: TopicTail | None = None
+        self.feeds = TableFeeds()
+        self._lookups: dict[str, Any] = {}
+        self._breakers: dict[str, CircuitBreaker] = {}
         self.ready = False
         #: Serialises every use of the runner (fetch, process, tick). A checkpoint waits
         #: for broker acknowledgements for up to seconds when the broker is slow; it runs
@@ -131,7 +112,8 @@ class PipelineService(mode.Service):
     async def on_start(self) -> None:
         s = self.settings
         base = s.kafka_client_config()
-        self._load_reference(base)
+        self._lookups, self._breakers = build_lookups(s, self.feeds, base)
+        stages = build_stages(s, self._lookups, self._breakers)
         transactional_id = None
         if s.processing_guarantee == "exactly_once":
             # Stable across restarts of one instance (static membership, or a pod's
@@ -139,27 +121,11 @@ class PipelineService(mode.Service):
             instance = s.group_instance_id or f"{socket.gethostname()}-{os.getpid()}"
             transactional_id = f"{s.group_id}-{instance}"
         producer = OutputProducer(base, transactional_id=transactional_id)
-        correlate = s.correlate
         self.runner = BatchRunner(
             s,
             consumer=build_consumer(s),
             producer=producer,
-            validator=Validator(
-                max_event_bytes=s.validation.max_event_bytes,
-                max_future_ms=s.validation.max_future_ms,
-                min_event_time_ms=s.validation.min_event_time_ms,
-            ),
-            enricher=Enricher(
-                self.reference, tier_weights=s.enrich.tier_weights, breaker=self._breaker
-            ),
-            correlator=Correlator(
-                correlate.rules,
-                allowed_lateness_ms=correlate.allowed_lateness_ms,
-                idle_timeout_ms=correlate.idle_timeout_ms,
-                late_policy=correlate.late_policy,
-                max_keys=correlate.max_keys,
-                sample_size=correlate.sample_size,
-            ),
+            stages=stages,
             read_changelog=self._changelog_reader(base),
             tracer=(
                 BatchTracer(
@@ -168,33 +134,13 @@ class PipelineService(mode.Service):
                 if s.tracing
                 else None
             ),
-            reference_breaker=self._breaker,
+            lookup_breakers=list(self._breakers.values()),
         )
         self.runner.start()
         gcpause.install()
         gcpause.freeze_startup_objects()
         self.ready = True
         metrics.worker_ready.set(1)
-
-    def _load_reference(self, base: dict[str, str]) -> None:
-        """The compacted topic (read to its end now, then followed), or an external store
-        guarded by a circuit breaker (``enrich.reference_source``)."""
-        s = self.settings
-        if s.enrich.reference_source == "topic":
-            table = ReferenceTable()
-            self._tail = TopicTail(base, s.topics.reference)
-            table.apply(parse_reference(self._tail.read_until_caught_up()))
-            log.info("loaded %d services of reference data from %s", len(table), s.topics.reference)
-            self.reference = table
-            return
-        from connectors.postgres_reference import build_reference_lookup
-
-        self.reference, self._breaker = build_reference_lookup(s)
-        log.info(
-            "reference data from %r behind breaker %r",
-            self.reference,
-            self._breaker.name if self._breaker else None,
-        )
 
     def _changelog_reader(self, base: dict[str, str]) -> Any:
         topic = self.settings.changelog_topic
@@ -232,8 +178,7 @@ class PipelineService(mode.Service):
         if runner is None or not self.ready:
             return
         try:
-            if self._tail is not None and isinstance(self.reference, ReferenceTable):
-                self.reference.apply(parse_reference(self._tail.poll(10_000, 0)))
+            self.feeds.poll()
             async with self._runner_lock:
                 runner.tick(checkpoint=False)
                 await self._checkpoint_if_due(runner)
@@ -280,11 +225,11 @@ class PipelineService(mode.Service):
         if self.runner is not None:
             # Leave a few seconds of the grace period for leaving the group and exiting.
             committed = self.runner.close(wait=max(self.settings.shutdown_grace - 5.0, 1.0))
-        close = getattr(self.reference, "close", None)
-        if close is not None:
-            close()
-        if self._tail is not None:
-            self._tail.close()
+        for lookup in self._lookups.values():
+            close = getattr(lookup, "close", None)
+            if close is not None:
+                close()
+        self.feeds.close()
         log.info(
             "pipeline stopped: %s, left the consumer group",
             "everything processed is committed" if committed else "no final commit",
@@ -347,7 +292,8 @@ def create_app(settings: Settings) -> tuple[faust.App, PipelineService]:
         body = {
             "ready": ok,
             "assigned_partitions": runner.assigned_partitions if runner else [],
-            "reference_services": len(ref) if isinstance(ref := service.reference, Sized) else None,
+            "pipeline": service.settings.pipeline,
+            "reference_values": len(service.feeds),
         }
         return web.json(body, status=200 if ok else 503)
 

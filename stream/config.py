@@ -15,9 +15,11 @@ printed: :func:`Settings.redacted` masks them.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -25,6 +27,8 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stream.errors import ConfigError
+from stream.pipeline_spec import DeriveSpec, EventTimeSpec, JoinSpec, check_joins
+from stream.pipelines import DEFAULT_PIPELINE
 from stream.windows.spec import DEFAULT_RULES, RuleSpec, config_error
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -55,16 +59,19 @@ class ValidationConfig(BaseModel):
 
 
 class EnrichConfig(BaseModel):
-    """Enrichment: reference data source and scoring."""
+    """Settings of the pipeline's ``reference_join`` (the bundled pipeline's service lookup).
+
+    The form pipeline files had before joins were declared (``enrich:`` as a mapping,
+    ``STREAM_ENRICH__*``); kept so those files and environments work unchanged. A
+    pipeline with its own ``enrich:`` list configures each join there instead.
+    """
 
     model_config = _FROZEN
-    #: Where service reference data comes from: the compacted topic, or PostgreSQL (connectors).
+    #: Where reference data comes from: the compacted topic, or PostgreSQL (connectors).
     reference_source: Literal["topic", "postgres"] = "topic"
     postgres_dsn: SecretStr | None = None
     postgres_table: str = "reference_services"
     refresh_interval: float = Field(default=30.0, gt=0)
-    #: Score weight per service tier (tier 1 = most critical). Unknown tier weighs 1.
-    tier_weights: dict[int, float] = Field(default_factory=lambda: {1: 3.0, 2: 2.0, 3: 1.0})
     #: While the reference lookup's breaker is open: pass events marked degraded, or pause.
     on_lookup_failure: Literal["degrade", "pause"] = "degrade"
 
@@ -128,6 +135,33 @@ class Settings(BaseSettings):
     enrich: EnrichConfig = Field(default_factory=EnrichConfig)
     correlate: CorrelateConfig = Field(default_factory=CorrelateConfig)
 
+    # -- the pipeline's shape (README "Pipeline files"); defaults: the bundled pipeline -------
+    #: Pipeline name: the ``stream.pipeline`` lineage header and the default group id.
+    pipeline: str = Field(default="observability", pattern=r"^[A-Za-z0-9._-]+$")
+    #: The field identifying an event (correlation samples); none: no samples.
+    event_id: str | None = None
+    event_time: EventTimeSpec | None = None
+    #: Field whose value keys the output records (default: the input record's key).
+    key: str | None = None
+    #: JSON Schema file (absolute, or relative to the pipeline file).
+    schema_file: str | None = None
+    #: The schema inline (YAML key ``schema``).
+    schema_inline: dict[str, Any] | None = None
+    #: Enrichment lookups (YAML key ``enrich`` as a list).
+    joins: tuple[JoinSpec, ...] = ()
+    derive: DeriveSpec = Field(default_factory=dict)
+    #: The join that ``enrich:`` as a mapping and ``topics.reference`` configure (upgrade path).
+    reference_join: str | None = None
+    #: Set by the loader: the pipeline file and the content hash of it and its schema (lineage).
+    pipeline_file: str | None = None
+    pipeline_digest: str = ""
+
+    @field_validator("joins")
+    @classmethod
+    def _unique_joins(cls, value: tuple[JoinSpec, ...]) -> tuple[JoinSpec, ...]:
+        result: tuple[JoinSpec, ...] = check_joins(value)
+        return result
+
     @field_validator("bootstrap_servers")
     @classmethod
     def _non_empty_bootstrap(cls, value: str) -> str:
@@ -176,32 +210,75 @@ def _looks_secret(key: str) -> bool:
     )
 
 
+#: Keys that make a pipeline file self-contained: without them it is settings (and
+#: perhaps rules) on top of the bundled pipeline, as pipeline files were before.
+_OWN_SHAPE_KEYS: Final = ("schema", "schema_file")
+
+
 def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
     """Load the pipeline file (if any), apply env overrides, validate, freeze.
 
-    Raises ConfigError naming the first bad field; never a pydantic traceback.
+    A file with its own ``schema``/``schema_file`` describes a whole pipeline; one
+    without is layered over the bundled pipeline (``stream/pipelines/observability.yaml``),
+    which is also what runs with no file at all. Raises ConfigError naming the file,
+    the path inside it and the reason; never a pydantic traceback.
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        file = Path(path)
-        try:
-            loaded = yaml.safe_load(file.read_text())
-        except OSError as exc:
-            raise ConfigError("--config", f"cannot read {file}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError("--config", f"{file} is not valid YAML: {exc}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError("--config", f"{file} must contain a mapping at the top level")
-        # The issue-tracker shape puts ``rules:`` at the top level; it belongs to ``correlate``.
-        if "rules" in loaded:
-            correlate = dict(loaded.get("correlate") or {})
-            correlate["rules"] = loaded.pop("rules")
-            loaded["correlate"] = correlate
-        data.update(loaded)
+    file = Path(path) if path is not None else None
+    data = _read_yaml(file) if file is not None else {}
+    if not any(key in data for key in _OWN_SHAPE_KEYS):
+        base = _read_yaml(DEFAULT_PIPELINE)
+        topics = {**base.pop("topics", {}), **(data.pop("topics", None) or {})}
+        data = {**base, **data, "topics": topics}
+        source = file or DEFAULT_PIPELINE
+        data["schema_file"] = str(DEFAULT_PIPELINE.parent / base["schema_file"])
+    else:
+        assert file is not None
+        source = file
+        if "pipeline" in data and "group_id" not in data:
+            data["group_id"] = data["pipeline"]
+    if isinstance(data.get("enrich"), list):
+        # YAML 1.1 reads a bare ``on:`` key as the boolean True.
+        data["joins"] = [
+            {("on" if k is True else k): v for k, v in join.items()} if isinstance(join, dict) else join
+            for join in data.pop("enrich")
+        ]
+    if "schema" in data:
+        data["schema_inline"] = data.pop("schema")
+    # The issue-tracker shape puts ``rules:`` at the top level; it belongs to ``correlate``.
+    if "rules" in data:
+        correlate = dict(data.get("correlate") or {})
+        correlate["rules"] = data.pop("rules")
+        data["correlate"] = correlate
+    if data.get("schema_file") and not Path(data["schema_file"]).is_absolute():
+        data["schema_file"] = str(source.parent / data["schema_file"])
+    data["pipeline_file"] = str(source)
+    data["pipeline_digest"] = _digest(source, data.get("schema_file"))
     data.update(overrides)
     try:
         return Settings(**data)
     except PydanticValidationError as exc:
-        raise config_error(exc) from None
+        raise config_error(exc).in_file(str(source)) from None
+
+
+def _read_yaml(file: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(file.read_text())
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read {file}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError("--config", f"{file} is not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError("--config", f"{file} must contain a mapping at the top level")
+    return loaded
+
+
+def _digest(pipeline_file: Path, schema_file: str | None) -> str:
+    """Content hash of the pipeline file and its schema file (the lineage header)."""
+    h = hashlib.sha256()
+    for file in (pipeline_file, Path(schema_file) if schema_file else None):
+        if file is not None:
+            with contextlib.suppress(OSError):
+                h.update(file.read_bytes())
+    return h.hexdigest()[:16]

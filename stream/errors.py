@@ -30,10 +30,16 @@ class StreamError(Exception):
 class ConfigError(StreamError):
     """Configuration is invalid. ``field`` names the offending setting."""
 
-    def __init__(self, field: str, reason: str) -> None:
-        super().__init__(f"invalid configuration: {field}: {reason}")
+    def __init__(self, field: str, reason: str, source: str | None = None) -> None:
+        where = f"invalid pipeline file {source}" if source else "invalid configuration"
+        super().__init__(f"{where}: {field}: {reason}")
         self.field = field
         self.reason = reason
+        self.source = source
+
+    def in_file(self, source: str) -> ConfigError:
+        """The same error, naming the pipeline file it was found in."""
+        return self if self.source else ConfigError(self.field, self.reason, source)
 
 
 class TransientError(StreamError):

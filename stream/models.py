@@ -1,89 +1,24 @@
-"""Wire models and codecs: the input contract, enriched output, correlation records.
+"""Wire models and codecs the engine shares across pipelines: correlation records, splicing.
 
-All models are ``msgspec.Struct(gc=False)``: decoding one ~200-byte event costs
-about half a microsecond and allocates no GC-tracked object, which is what the
-hot path budget (a few microseconds per event, DESIGN.md §2) allows. Nothing
-here builds a dict per event.
-
-The input contract (README "Input contract")::
-
-    event_id    str, required
-    type        str, required
-    source      str, required (the emitting service)
-    timestamp   required event time: RFC 3339 string with offset, or epoch ms
-    severity    required: debug | info | warning | error | critical
-    entity      optional str
-    value       optional number
-    attributes  optional object of str -> str | number | bool
-    trace_id    optional str
+The input events themselves have no fixed model: each pipeline's schema is compiled
+into a ``msgspec.Struct`` at start-up (:mod:`stream.schema`). What is here does not
+depend on any event shape. ``Struct(gc=False)``: no GC-tracked allocation per record.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Final, Literal
+from typing import Final
 
 import msgspec
 
-Severity = Literal["debug", "info", "warning", "error", "critical"]
 
-#: Severity rank used for ordering comparisons (``severity >= error``) and scoring.
-SEVERITY_RANK: Final[dict[str, int]] = {
-    "debug": 0,
-    "info": 1,
-    "warning": 2,
-    "error": 3,
-    "critical": 4,
-}
+class Correlation(msgspec.Struct, gc=False):
+    """One correlation result written to the correlations topic.
 
-AttributeValue = str | int | float | bool
-#: RFC 3339 requires an offset; naive datetimes are rejected by the decoder.
-AwareDatetime = Annotated[datetime, msgspec.Meta(tz=True)]
-
-
-class Event(msgspec.Struct, gc=False, omit_defaults=True):
-    """One input event, decoded straight from the Kafka record value."""
-
-    event_id: Annotated[str, msgspec.Meta(min_length=1)]
-    type: Annotated[str, msgspec.Meta(min_length=1)]
-    source: Annotated[str, msgspec.Meta(min_length=1)]
-    timestamp: int | AwareDatetime
-    severity: Severity
-    entity: str | None = None
-    value: float | None = None
-    attributes: dict[str, AttributeValue] | None = None
-    trace_id: str | None = None
-
-    def event_time_ms(self) -> int:
-        """Event time as epoch milliseconds, whichever form the producer used."""
-        ts = self.timestamp
-        if type(ts) is int:
-            return ts
-        assert isinstance(ts, datetime)
-        return int(ts.timestamp() * 1000)
-
-
-class Enrichment(msgspec.Struct, gc=False, omit_defaults=True):
-    """What the enrich stage attaches. Shared by every event of one (source, severity)."""
-
-    known_service: bool
-    score: float
-    team: str | None = None
-    tier: int | None = None
-    owner: str | None = None
-    degraded: bool = False
-
-
-class ServiceInfo(msgspec.Struct, gc=False, omit_defaults=True):
-    """Reference data for one service (value of the compacted ``reference.services`` topic)."""
-
-    team: str | None = None
-    tier: int | None = None
-    owner: str | None = None
-
-
-class Correlation(msgspec.Struct, gc=False, omit_defaults=True):
-    """One correlation result written to ``events.correlations``."""
+    Not ``omit_defaults``: every field the README lists is in every record — with
+    it, ``final: true`` (the default) was dropped and consumers filtering on
+    ``final == true`` got nothing.
+    """
 
     rule: str
     kind: str
@@ -99,8 +34,6 @@ class Correlation(msgspec.Struct, gc=False, omit_defaults=True):
     final: bool = True
 
 
-event_decoder: Final = msgspec.json.Decoder(Event)
-service_info_decoder: Final = msgspec.json.Decoder(ServiceInfo)
 correlation_decoder: Final = msgspec.json.Decoder(Correlation)
 encoder: Final = msgspec.json.Encoder()
 
@@ -121,32 +54,3 @@ def splice_enriched(raw: bytes, event_time_ms: int, enrichment_json: bytes) -> b
     return SPLICE_FORMAT % (raw.rstrip()[:-1], event_time_ms, enrichment_json)
 
 
-def encode_enriched(event: Event, event_time_ms: int, enrichment_json: bytes) -> bytes:
-    """Encode an enriched event without building a new object per event.
-
-    The output is the normalised input event plus ``event_time_ms`` and an
-    ``enrichment`` object. ``enrichment_json`` is pre-encoded once per
-    (source, severity) by the enrich stage; msgspec's own encoding always ends
-    with ``}``, so splicing the suffix in is safe.
-    """
-    body = encoder.encode(event)
-    return b'%s,"event_time_ms":%d,"enrichment":%s}' % (body[:-1], event_time_ms, enrichment_json)
-
-
-class EnrichedEvent(msgspec.Struct, gc=False, omit_defaults=True):
-    """Decoding model for ``events.enriched`` records (consumers, tests, sinks)."""
-
-    event_id: str
-    type: str
-    source: str
-    timestamp: int | AwareDatetime
-    severity: Severity
-    event_time_ms: int
-    enrichment: Enrichment
-    entity: str | None = None
-    value: float | None = None
-    attributes: dict[str, AttributeValue] | None = None
-    trace_id: str | None = None
-
-
-enriched_decoder: Final = msgspec.json.Decoder(EnrichedEvent)

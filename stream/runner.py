@@ -35,7 +35,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import NamedTuple
+from typing import Any, Final, NamedTuple
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -49,6 +49,7 @@ from confluent_kafka import (
 from stream.checkpoint import STATE_OFFSET_KEY, Checkpointer
 from stream.config import Settings
 from stream.errors import FatalError, StreamError
+from stream.fieldpaths import ABSENT
 from stream.kafka.dlq import DlqWriter
 from stream.kafka.headers import TRACEPARENT, TRACESTATE, header_value
 from stream.kafka.pausing import BACKPRESSURE, LOOKUP, PartitionPauser
@@ -58,22 +59,20 @@ from stream.kafka.producer import (
     ProducerResetNeeded,
     TransactionAbortedError,
 )
-from stream.models import Correlation, Event, encoder
+from stream.models import Correlation, encoder
 from stream.observability import metrics
 from stream.observability.tracing import BatchTracer
 from stream.resilience.circuit_breaker import BreakerState, CircuitBreaker
 from stream.resilience.retry import RetryPolicy
 from stream.stages import Reject
-from stream.stages.correlate import Correlator
-from stream.stages.enrich import Enricher, EnrichResult
+from stream.pipeline import Stages
+from stream.stages.enrich import EnrichResult
 from stream.stages.validate import (
     BAD_TIMESTAMP,
-    EMPTY,
-    MALFORMED_JSON,
+    ERROR_CLASSES,
     SCHEMA_VIOLATION,
-    TOO_LARGE,
     ValidateResult,
-    Validator,
+    failure_labels,
 )
 
 log = logging.getLogger(__name__)
@@ -107,6 +106,20 @@ LOOKUP_RETRY = RetryPolicy(
 )
 
 
+#: Lineage headers (README "Lineage"): the pipeline, its file's content hash, the input record.
+LINEAGE_PIPELINE: Final = "stream.pipeline"
+LINEAGE_DIGEST: Final = "stream.pipeline.digest"
+LINEAGE_INPUT: Final = "stream.input"
+
+
+def lineage_headers(settings: Settings) -> list[tuple[str, bytes]]:
+    """The headers naming the pipeline that wrote a record (same for every record)."""
+    return [
+        (LINEAGE_PIPELINE, settings.pipeline.encode()),
+        (LINEAGE_DIGEST, settings.pipeline_digest.encode()),
+    ]
+
+
 class Batch(NamedTuple):
     """Records fetched in one ``consume`` call, tagged with the assignment epoch."""
 
@@ -123,12 +136,10 @@ class BatchRunner:
         *,
         consumer: Consumer,
         producer: OutputProducer,
-        validator: Validator,
-        enricher: Enricher,
-        correlator: Correlator,
+        stages: Stages,
         read_changelog: ChangelogReader,
         tracer: BatchTracer | None = None,
-        reference_breaker: CircuitBreaker | None = None,
+        lookup_breakers: list[CircuitBreaker] | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -136,16 +147,21 @@ class BatchRunner:
         self._traceparents: list[bytes] = []
         self._consumer = consumer
         self._producer = producer
-        self._validator = validator
-        self._enricher = enricher
-        self._correlator = correlator
+        self._stages = stages
+        self._validator = stages.validator
+        self._enricher = stages.enricher
+        self._correlator = correlator = stages.correlator
+        self._output_key = stages.output_key
+        #: Lineage headers every output record carries (README "Lineage").
+        self._lineage = lineage_headers(settings)
+        self._presence_sample: list[Any] = []
         self._read_changelog = read_changelog
         self._wall = wall_clock
         topics = settings.topics
         self._input = topics.input
         self._enriched = topics.enriched
         self._correlations = topics.correlations
-        self._dlq = DlqWriter(producer, topics.dlq)
+        self._dlq = DlqWriter(producer, topics.dlq, extra_headers=self._lineage)
         self._eos = settings.processing_guarantee == "exactly_once"
         self.checkpointer = Checkpointer(
             consumer=consumer,
@@ -179,8 +195,7 @@ class BatchRunner:
                 limit,
                 in_flight,
             )
-        self._breaker = reference_breaker
-        self._pause_on_lookup_failure = settings.enrich.on_lookup_failure == "pause"
+        self._breakers = list(lookup_breakers or [])
         self._lookup_failures = 0
         self._lookup_retry_at = 0.0
         self._recoveries: list[float] = []
@@ -205,7 +220,7 @@ class BatchRunner:
         """
         for rule in rules:
             metrics.correlations_total.labels(rule=rule)
-        for error_class in (EMPTY, TOO_LARGE, MALFORMED_JSON, SCHEMA_VIOLATION, BAD_TIMESTAMP):
+        for error_class in ERROR_CLASSES:
             metrics.events_rejected_total.labels(stage=VALIDATE, error_class=error_class)
         metrics.events_rejected_total.labels(stage=CORRELATE, error_class="late")
         for stage in (VALIDATE, CORRELATE):
@@ -286,8 +301,7 @@ class BatchRunner:
         elif queued <= self._low_water and BACKPRESSURE in pauser.reasons:
             pauser.release(BACKPRESSURE, owned, f"({queued} records queued)")
         if LOOKUP in pauser.reasons and self._wall() >= self._lookup_retry_at:
-            breaker = self._breaker
-            if breaker is None or breaker.state is not BreakerState.OPEN:
+            if all(b.state is not BreakerState.OPEN for b in self._breakers):
                 # The next batch's lookup is the probe; if it fails, we pause again.
                 pauser.release(LOOKUP, owned, "(lookup breaker lets a probe through)")
 
@@ -353,21 +367,32 @@ class BatchRunner:
             times = [times[j] for j in kept]
             indices = [indices[j] for j in kept]
             unprocessable = [r._replace(position=result.indices[r.position]) for r in unprocessable]
-        if enriched.degraded and self._pause_on_lookup_failure:
-            self._pause_for_lookup(good, enriched.degraded)
+        if enriched.pausing:
+            self._pause_for_lookup(good, enriched.pausing)
             return  # nothing of this batch was written; it is fetched again after the pause
         self._lookup_failures = 0
         if result.rejects:
             self._reject(good, result.rejects, VALIDATE)
+            self._count_failures(result.rejects)
+        if enriched.kept is not None:
+            # Joins rejected (missing: dlq) or dropped (missing: drop) some events.
+            unprocessable += [r._replace(position=indices[r.position]) for r in enriched.rejects]
+            kept_positions = enriched.kept
+            events = [events[j] for j in kept_positions]
+            times = [times[j] for j in kept_positions]
+            indices = [indices[j] for j in kept_positions]
+            if enriched.dropped:
+                metrics.events_dropped_total.labels(stage=ENRICH).inc(enriched.dropped)
         if unprocessable:
             self._reject(good, unprocessable, ENRICH)
         self._processed[VALIDATE].inc(len(result.events))
-        keys = [good[i].key() for i in indices]
-        for j, key in enumerate(keys):
-            if key is None:
-                keys[j] = events[j].source.encode()
+        output_key = self._output_key
+        if output_key is None:
+            keys = [good[i].key() for i in indices]
+        else:
+            keys = [output_key(e) for e in events]
         self._producer.produce_values(
-            self._enriched, enriched.values, keys, self._trace_headers(good, indices)
+            self._enriched, enriched.values, keys, self._output_headers(good, indices)
         )
         t2 = time.perf_counter()
         self._stage_time[ENRICH].observe(t2 - t1)
@@ -375,6 +400,8 @@ class BatchRunner:
         self._labels_enriched.inc(len(events))
         if enriched.degraded:
             metrics.enrichment_degraded_total.inc(enriched.degraded)
+        if events:
+            self._presence_sample = events[:: max(len(events) // 100, 1)]
 
         self._correlate(good, parts, events, times, indices, int(now_s * 1000))
         t3 = time.perf_counter()
@@ -394,33 +421,52 @@ class BatchRunner:
         if times:
             metrics.event_time_lag_seconds.observe(max(now_s - times[-1] / 1000.0, 0.0))
 
-    def _trace_headers(
+    def _output_headers(
         self, good: list[Message], indices: list[int]
-    ) -> list[list[tuple[str, bytes]] | None] | None:
-        """``traceparent`` (and ``tracestate``) of each valid input, for its enriched output.
+    ) -> list[list[tuple[str, bytes]]]:
+        """Lineage headers of each enriched record, plus its input's ``traceparent``.
 
-        None — the common case — when no record in the batch has headers at all.
+        The pipeline's two headers are shared tuples; per record only the input
+        position is formatted (``topic/partition/offset``).
         """
-        carried = [good[i].headers() for i in indices]
+        base = self._lineage
+        position = b"%s/%d/%d"
+        topic = self._input.encode()
+        chosen = [good[i] for i in indices]
+        out: list[list[tuple[str, bytes]]] = [
+            [*base, (LINEAGE_INPUT, position % (topic, m.partition(), m.offset()))] for m in chosen
+        ]
         self._traceparents = []
+        carried = [m.headers() for m in chosen]
         if not any(carried):
-            return None
-        out: list[list[tuple[str, bytes]] | None] = []
-        for hdrs in carried:
+            return out
+        for hdrs, record_headers in zip(carried, out, strict=True):
             parent = header_value(hdrs, TRACEPARENT) if hdrs else None
             if parent is None:
-                out.append(None)
                 continue
             self._traceparents.append(parent)
+            record_headers.append((TRACEPARENT, parent))
             state = header_value(hdrs, TRACESTATE)
-            out.append([(TRACEPARENT, parent)] + ([(TRACESTATE, state)] if state else []))
+            if state:
+                record_headers.append((TRACESTATE, state))
         return out
+
+    def _count_failures(self, rejects: list[Reject]) -> None:
+        """``stream_validation_failures_total{field,reason}`` (data quality, per batch)."""
+        counts: Counter[tuple[str, str]] = Counter()
+        for r in rejects:
+            if r.error_class in (SCHEMA_VIOLATION, BAD_TIMESTAMP):
+                counts[failure_labels(r.message)] += 1
+            else:
+                counts[("$", r.error_class)] += 1
+        for (field, reason), n in counts.items():
+            metrics.validation_failures_total.labels(field=field, reason=reason).inc(n)
 
     def _correlate(
         self,
         good: list[Message],
         parts: list[int],
-        events: list,  # type: ignore[type-arg]
+        events: list[Any],
         times: list[int],
         indices: list[int],
         now_ms: int,
@@ -465,9 +511,10 @@ class BatchRunner:
         if not correlations:
             return
         produce = self._producer.produce
+        headers = self._lineage
         for c in correlations:
             key = "|".join([c.rule, *c.group.values()]).encode()
-            produce(self._correlations, encoder.encode(c), key)
+            produce(self._correlations, encoder.encode(c), key, headers=headers)
             metrics.correlations_total.labels(rule=c.rule).inc()
         self._labels_corr_topic.inc(len(correlations))
 
@@ -512,7 +559,7 @@ class BatchRunner:
         return out
 
     def _enrich_isolating(
-        self, events: list[Event], times: list[int], raws: list[bytes], error: Exception
+        self, events: list[Any], times: list[int], raws: list[bytes], error: Exception
     ) -> tuple[EnrichResult, list[int], list[Reject]]:
         """Enrich one event at a time: the result for the events that work, their positions
         in ``events``, and rejects (positions in ``events``) for those the stage raises on."""
@@ -532,11 +579,14 @@ class BatchRunner:
             except Exception as exc:
                 failed.append(Reject(j, UNPROCESSABLE, f"{type(exc).__name__}: {exc}"))
                 continue
+            if one.kept is not None and not one.kept:
+                failed.extend(r._replace(position=j) for r in one.rejects)
+                continue
             values.append(one.values[0])
             kept.append(j)
             unknown += one.unknown
             degraded += one.degraded
-        return EnrichResult(values, unknown, degraded), kept, failed
+        return EnrichResult(values, None, [], 0, unknown, degraded), kept, failed
 
     @staticmethod
     def _next_offsets(good: list[Message], parts: list[int]) -> dict[int, int]:
@@ -641,6 +691,12 @@ class BatchRunner:
                 metrics.consumer_lag.labels(topic=self._input, partition=str(p)).set(
                     max(high - position, 0)
                 )
+        sample = self._presence_sample
+        if sample:
+            for path, get in self._stages.optional_fields.items():
+                present = sum(1 for e in sample if get(e) not in ABSENT)
+                metrics.field_presence_ratio.labels(field=path).set(present / len(sample))
+            self._presence_sample = []
         stats = self._correlator.stats()
         for rule, keys in stats.items():
             if rule == "bytes":

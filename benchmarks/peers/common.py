@@ -3,7 +3,8 @@
 Each peer runs the same logic, written the way that framework's documentation
 shows it (per-record functions, dict rows):
 
-* **validate** with the project's own contract decoder (``stream.models.event_decoder``,
+* **validate** with the project's own contract decoder
+  (``stream.pipelines.observability.event_decoder``,
   msgspec) plus the same event-time bounds as ``stream.stages.validate``
   (not before 2000, not more than 24 h ahead). Using the same decoder keeps
   the ground truth identical (the generator's ``valid`` flag) and measures the
@@ -16,6 +17,11 @@ shows it (per-record functions, dict rows):
 
 ``Tally`` keeps the counts and the wall time from the first input record to
 the last output, and ``Tally.line`` is the one JSON line a peer prints.
+
+A peer runs in its own virtual environment (``benchmarks/peers/envs.py``) with the
+repository on ``PYTHONPATH``: this module and the peers may import only the standard
+library, msgspec, their framework and ``stream.pipelines.observability`` (msgspec
+only), not the harness, whose package pulls in the product's dependencies.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -31,8 +38,7 @@ from typing import Any, Final, TextIO
 
 import msgspec
 
-from benchmarks.harness.procstats import own_peak_rss_bytes
-from stream.models import SEVERITY_RANK, event_decoder
+from stream.pipelines.observability import SEVERITY_RANK, event_decoder
 
 ERROR_SEVERITIES: Final = frozenset({"error", "critical"})
 RULE_NAME: Final = "errors_per_source"
@@ -72,6 +78,12 @@ def load_reference(path: Path | None) -> dict[str, dict[str, Any]]:
         return {}
     data: dict[str, dict[str, Any]] = json.loads(path.read_text())
     return data
+
+
+def own_peak_rss_bytes() -> int:
+    """This process's peak RSS (``ru_maxrss``, KiB on Linux), reported on exit: the
+    harness may only ever sample a short-lived peer as an exited zombie."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def reserve_stdout() -> TextIO:

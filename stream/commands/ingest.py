@@ -148,14 +148,9 @@ def _require_topics(conf: dict[str, str], topics: list[str]) -> None:
 
 
 def _validator(settings: Any) -> Any:
-    from stream.stages.validate import Validator
+    from stream.pipeline import build_validator
 
-    v = settings.validation
-    return Validator(
-        max_event_bytes=v.max_event_bytes,
-        max_future_ms=v.max_future_ms,
-        min_event_time_ms=v.min_event_time_ms,
-    )
+    return build_validator(settings)
 
 
 def _open_sources(args: argparse.Namespace) -> list[Any]:

@@ -18,9 +18,16 @@ MAX_MESSAGE_BYTES = 1024
 
 
 class DlqWriter:
-    def __init__(self, producer: OutputProducer, topic: str) -> None:
+    def __init__(
+        self,
+        producer: OutputProducer,
+        topic: str,
+        extra_headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         self._producer = producer
         self.topic = topic
+        #: Added to every DLQ record (the pipeline's lineage headers).
+        self._extra = list(extra_headers or [])
 
     def write(
         self,
@@ -49,6 +56,6 @@ class DlqWriter:
             self.topic,
             record.value(),
             record.key(),
-            headers=[*original, *extra],
+            headers=[*original, *extra, *self._extra],
             timestamp=max(timestamp, 0),
         )

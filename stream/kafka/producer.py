@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -217,7 +217,7 @@ class OutputProducer:
         topic: str,
         values: list[bytes],
         keys: list[bytes | None],
-        headers: list[list[tuple[str, bytes]] | None] | None = None,
+        headers: Sequence[list[tuple[str, bytes]] | None] | None = None,
     ) -> None:
         """Queue many records: the hot path's loop, kept free of per-record attribute lookups.
 

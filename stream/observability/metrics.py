@@ -67,6 +67,24 @@ late_events_total: Final = Counter(
 correlations_total: Final = Counter(
     "stream_correlations_emitted_total", "Correlation records emitted", ["rule"], registry=REGISTRY
 )
+validation_failures_total: Final = Counter(
+    "stream_validation_failures_total",
+    "Records the schema rejected, by field path (array indices folded) and broken constraint.",
+    ["field", "reason"],
+    registry=REGISTRY,
+)
+field_presence_ratio: Final = Gauge(
+    "stream_field_presence_ratio",
+    "Share of valid events (sampled per batch) in which an optional top-level field is present.",
+    ["field"],
+    registry=REGISTRY,
+)
+events_dropped_total: Final = Counter(
+    "stream_events_dropped_total",
+    "Valid events dropped on purpose (a join with missing: drop found no value).",
+    ["stage"],
+    registry=REGISTRY,
+)
 enrichment_degraded_total: Final = Counter(
     "stream_enrichment_degraded_total",
     "Events passed through without reference data because a lookup was unavailable",

@@ -23,13 +23,15 @@ rule an event was late for.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Literal, NamedTuple
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Literal, NamedTuple
 
 from stream.errors import ConfigError
-from stream.models import Correlation, Event
+from stream.fieldpaths import FieldResolver, single_getter
+from stream.models import Correlation
 from stream.observability import metrics
 from stream.windows.compiled import CompiledRule, compile_rule
+from stream.windows.fields import ANY_FIELD
 from stream.windows.partition import PartitionState
 from stream.windows.rules import Rule
 from stream.windows.spec import RESERVED_RULE_NAMES, RuleSpec
@@ -63,6 +65,8 @@ class Correlator:
         late_policy: LatePolicy = "dlq",
         max_keys: int = 1_000_000,
         sample_size: int = 5,
+        fields: FieldResolver = ANY_FIELD,
+        event_id: str | None = "event_id",
     ) -> None:
         if allowed_lateness_ms < 0:
             raise ConfigError("allowed_lateness_ms", "must be >= 0")
@@ -74,7 +78,18 @@ class Correlator:
             raise ConfigError("max_keys", "must be > 0")
         if sample_size < 0:
             raise ConfigError("sample_size", "must be >= 0")
-        self._rules: list[CompiledRule] = [compile_rule(rule) for rule in rules]
+        self._rules: list[CompiledRule] = []
+        for i, rule in enumerate(rules):
+            try:
+                self._rules.append(compile_rule(rule, fields))
+            except ValueError as exc:
+                raise ConfigError(f"correlate.rules[{i}]", str(exc)) from None
+        if event_id is None:
+            sample_size = 0  # nothing identifies an event: correlations carry no samples
+            self._event_id: Callable[[Any], str] = str
+        else:
+            get_id = single_getter(fields, event_id, "event_id")
+            self._event_id = lambda e: str(get_id(e))
         names = [rule.info.name for rule in self._rules]
         for name in names:
             if names.count(name) > 1:
@@ -95,14 +110,18 @@ class Correlator:
         state = self._partitions.get(partition)
         if state is None:
             state = self._partitions[partition] = PartitionState(
-                self._rules, self._budget, lateness_ms=self._lateness, sample_size=self._sample_size
+                self._rules,
+                self._budget,
+                lateness_ms=self._lateness,
+                sample_size=self._sample_size,
+                event_id=self._event_id,
             )
         return state
 
     def process(
         self,
         partition: int,
-        events: Sequence[Event],
+        events: Sequence[Any],
         event_times: Sequence[int],
         now_ms: int,
     ) -> CorrelateResult:

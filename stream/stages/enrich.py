@@ -1,50 +1,60 @@
-"""Enrich stage: attach service reference data and a score to every valid event.
+"""Enrich stage: join looked-up values and derived fields onto every valid event.
 
-Why it is cheap: everything the stage adds depends only on (source, severity),
-so the JSON fragment for that pair is built once and cached; per event the
-stage does one dict lookup and one byte splice onto the validated input bytes
-(``models.splice_enriched``) — no re-encoding. Inputs that already carry the
-output's reserved keys are re-encoded from the decoded event instead.
-Reference data is fetched per *batch*, for the sources the cache has not seen,
-through a :class:`ReferenceLookup` — an in-memory table fed by the compacted
-``reference.services`` topic, or an external store (PostgreSQL). External
-lookups sit behind a circuit breaker: while it is open (or a lookup fails),
-events pass through marked ``degraded`` instead of blocking the partition.
-Unknown services pass through marked ``known_service: false``, never dropped.
+Output: the validated input bytes with ``"event_time_ms"`` and an ``"enrichment"``
+object spliced in before the closing brace — no re-encoding of the event::
+
+    {...input..., "event_time_ms": 1733146800000,
+     "enrichment": {"customer": {"segment": "gold"}, "fx": {"rate": 0.92}, "amount_eur": 92.0}}
+
+Each join (:class:`Join`) looks one event field up in a source (a compacted topic's
+table, an HTTP service, PostgreSQL); its fields land under ``enrichment.<name>``
+(``null`` when the key is unknown), or directly in ``enrichment`` with ``flatten``.
+Derived fields (:mod:`stream.expressions`) are computed from event fields, joined
+values and earlier derived fields and land in ``enrichment`` too.
+
+Why it is cheap: the whole ``enrichment`` object depends only on the join keys and
+the event fields the expressions read, so it is built once per distinct tuple of
+those values and cached; per event the stage does one generated key read, one dict
+lookup and one byte splice. Lookups run per *batch*, for the keys the caches lack,
+behind each external join's circuit breaker: while it is open (or the lookup fails)
+events pass through marked ``"degraded": true`` (never cached), or the runner
+pauses (``on_failure: pause``). A join with ``missing: dlq`` or ``drop`` rejects or
+drops events whose key is unknown; an expression that fails on an event rejects it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, NamedTuple, Protocol
+
+import msgspec
+import orjson
 
 from stream.errors import TransientError
-from stream.models import (
-    RESERVED_OUTPUT_KEYS,
-    SEVERITY_RANK,
-    SPLICE_FORMAT,
-    Enrichment,
-    Event,
-    ServiceInfo,
-    encode_enriched,
-    encoder,
-    splice_enriched,
-)
+from stream.fieldpaths import FieldResolver, batch_getter
+from stream.models import RESERVED_OUTPUT_KEYS, SPLICE_FORMAT, encoder
+from stream.stages import Reject
+
+#: ``dlq.error.class`` of events whose join key is unknown under ``missing: dlq``.
+ENRICHMENT_MISSING: Final = "enrichment_missing"
+#: ``dlq.error.class`` of events a derived-field expression failed on.
+DERIVE_FAILED: Final = "derive_failed"
+#: The composite cache is cleared when it grows past this (high-cardinality inputs).
+CACHE_LIMIT: Final = 100_000
+JOIN_PREFIX: Final = "enrichment."
 
 
 class ReferenceLookup(Protocol):
-    """Where service reference data comes from."""
+    """Where one join's values come from."""
 
     @property
     def version(self) -> int:
-        """Changes whenever the data may have changed; the stage then drops its cache."""
+        """Changes whenever the data may have changed; the stage then drops its caches."""
         ...
 
-    def lookup(self, sources: Collection[str]) -> Mapping[str, ServiceInfo]:
-        """Reference data for ``sources``; absent keys are unknown services.
-
-        May raise :class:`stream.errors.TransientError` when the store is unavailable.
-        """
+    def lookup(self, keys: Collection[str]) -> Mapping[str, Mapping[str, Any]]:
+        """Values for ``keys``; absent keys are unknown. May raise TransientError."""
         ...
 
 
@@ -56,116 +66,208 @@ class Breaker(Protocol):
     def record_failure(self, exc: BaseException) -> None: ...
 
 
+class Derived(Protocol):
+    """A compiled derived-field expression (:class:`stream.expressions.Expression`)."""
+
+    name: str
+    inputs: tuple[str, ...]
+
+    def evaluate(self, values: tuple[Any, ...]) -> Any: ...
+
+
+@dataclass
+class Join:
+    """One compiled join: which field to look up where, and what to do with the answer."""
+
+    name: str
+    on: str
+    lookup: ReferenceLookup
+    fields: tuple[str, ...] | None = None
+    missing: str = "mark"
+    flatten: bool = False
+    found_flag: str | None = None
+    breaker: Breaker | None = None
+    pause_on_failure: bool = False
+    #: key -> the value's kept fields, or None when the source does not know the key
+    known: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    version: int = -1
+
+    def fragment(self, value: dict[str, Any] | None) -> bytes:
+        """This join's members of the ``enrichment`` object, JSON-encoded."""
+        if not self.flatten:
+            return b'"%s":%s' % (self.name.encode(), orjson.dumps(value))
+        parts = [] if self.found_flag is None else [(self.found_flag, value is not None)]
+        parts.extend((value or {}).items())
+        return b",".join(b"%s:%s" % (orjson.dumps(k), orjson.dumps(v)) for k, v in parts)
+
+    def keep(self, value: Mapping[str, Any]) -> dict[str, Any]:
+        wanted = self.fields
+        items = value.items() if wanted is None else ((k, value.get(k)) for k in wanted)
+        return {k: v for k, v in items if v is not None}
+
+
+def join_key(value: Any) -> str | None:
+    """The lookup key of a join value (table keys are strings); None when absent."""
+    if value is None or value is msgspec.UNSET:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)
+
+
 class EnrichResult(NamedTuple):
-    """Encoded output values, one per input event, plus counts for metrics."""
+    """Encoded values of the events kept (``kept`` positions; None = all), and counts."""
 
     values: list[bytes]
+    kept: list[int] | None
+    rejects: list[Reject]
+    dropped: int
     unknown: int
     degraded: int
+    #: Of ``degraded``, events whose join asks the runner to pause instead.
+    pausing: int = 0
+
+
+_DEGRADED: Final = b'"degraded":true'
 
 
 class Enricher:
-    """Turns validated events into encoded ``events.enriched`` record values."""
+    """Turns validated events into encoded enriched record values."""
 
     def __init__(
         self,
-        lookup: ReferenceLookup,
+        joins: Sequence[Join],
+        derived: Sequence[Derived] = (),
         *,
-        tier_weights: Mapping[int, float] | None = None,
-        breaker: Breaker | None = None,
+        fields: FieldResolver,
+        set_derived: Callable[[Any, tuple[Any, ...]], None] | None = None,
     ) -> None:
-        self._lookup = lookup
-        self._weights = dict(tier_weights or {1: 3.0, 2: 2.0, 3: 1.0})
-        self._breaker = breaker
-        self._cache: dict[tuple[str, str], bytes] = {}
-        self._unknown_sources: set[str] = set()
-        self._cache_version = lookup.version
+        self._joins = list(joins)
+        self._derived = list(derived)
+        self._set_derived = set_derived
+        join_names = {j.name for j in self._joins}
+        derived_names = {d.name for d in self._derived}
+        # The composite key: join keys, then the event fields expressions read.
+        paths = [j.on for j in self._joins]
+        for expr in self._derived:
+            for path in expr.inputs:
+                if path not in paths and not _is_computed(path, join_names, derived_names):
+                    paths.append(path)
+        self._key_paths = paths
+        self._keys_of = batch_getter(fields, paths, "enrich key") if paths else None
+        self._n_joins = len(self._joins)
+        #: composite key -> (suffix, derived values) | Reject | None (drop)
+        self._cache: dict[Any, Any] = {}
 
     def enrich(
-        self, events: Sequence[Event], event_times: Sequence[int], raws: Sequence[bytes]
+        self, events: Sequence[Any], event_times: Sequence[int], raws: Sequence[bytes]
     ) -> EnrichResult:
-        """Encode every event as an ``events.enriched`` value.
-
-        ``raws[i]`` is the validated record value that ``events[i]`` was decoded from.
-        """
-        if self._lookup.version != self._cache_version:
-            self._cache.clear()
-            self._unknown_sources.clear()
-            self._cache_version = self._lookup.version
-        cache_get = self._cache.get
+        """Encode every event; ``raws[i]`` is the record value ``events[i]`` was decoded from."""
+        self._check_versions()
+        keys = self._keys_of(events) if self._keys_of is not None else [None] * len(events)
+        cache = self._cache
+        get = cache.get
+        splice = not _mentions_reserved_keys(raws)
+        fmt = SPLICE_FORMAT
         values: list[bytes] = []
+        append = values.append
         missing: list[int] = []
-        if _mentions_reserved_keys(raws):
-            # Rare: some input already uses an output key; re-encode those events.
-            for i, event in enumerate(events):
-                suffix = cache_get((event.source, event.severity))
-                if suffix is None:
-                    missing.append(i)
-                    values.append(b"")
+        #: position -> the Reject for it, or None when it is dropped
+        exceptions: dict[int, Reject | None] = {}
+        for i, k in enumerate(keys):
+            hit = get(k)
+            if hit.__class__ is tuple:
+                if splice:
+                    append(fmt % (raws[i].rstrip()[:-1], event_times[i], hit[0]))
                 else:
-                    values.append(self._encode(event, event_times[i], raws[i], suffix))
-        else:
-            # Hot loop: splice_enriched inlined (one format op per event, no call).
-            fmt = SPLICE_FORMAT
-            append = values.append
-            for i, (event, raw, ms) in enumerate(zip(events, raws, event_times, strict=True)):
-                suffix = cache_get((event.source, event.severity))
-                if suffix is None:
+                    append(self._encode(events[i], event_times[i], hit[0]))
+            else:
+                append(b"")
+                if hit is None and k not in cache:
                     missing.append(i)
-                    append(b"")
                 else:
-                    append(fmt % (raw.rstrip()[:-1], ms, suffix))
-        unknown = degraded = 0
+                    exceptions[i] = hit
+        degraded = pausing = 0
         if missing:
-            degraded = self._fill_missing(events, event_times, raws, missing, values)
-        if self._unknown_sources:
-            unknown_sources = self._unknown_sources
-            unknown = sum(1 for e in events if e.source in unknown_sources)
-        return EnrichResult(values, unknown, degraded)
+            degraded, pausing = self._fill(
+                events, event_times, raws, keys, missing, values, splice, exceptions
+            )
+        if exceptions:
+            return self._with_exceptions(events, keys, values, exceptions, degraded, pausing)
+        if self._set_derived is not None:
+            self._attach_derived(events, keys)
+        unknown = self._count_unknown(keys)
+        return EnrichResult(values, None, [], 0, unknown, degraded, pausing)
 
-    def _fill_missing(
+    # -- cache misses ---------------------------------------------------------------------------
+
+    def _fill(
         self,
-        events: Sequence[Event],
-        event_times: Sequence[int],
+        events: Sequence[Any],
+        times: Sequence[int],
         raws: Sequence[bytes],
+        keys: list[Any],
         missing: list[int],
         values: list[bytes],
-    ) -> int:
-        """Look up the sources the cache lacks (one call per batch) and encode those events."""
-        sources = {events[i].source for i in missing}
-        found = self._fetch(sources)
-        if found is None:
-            for i in missing:
-                event = events[i]
-                values[i] = self._encode(
-                    event, event_times[i], raws[i], self._degraded_suffix(event)
-                )
-            return len(missing)
-        for source in sources:
-            if source not in found:
-                self._unknown_sources.add(source)
+        splice: bool,
+        exceptions: dict[int, Reject | None],
+    ) -> tuple[int, int]:
+        """Look up what the joins lack (one call per join per batch), build the missing suffixes."""
+        unavailable = self._fetch([keys[i] for i in missing])
+        degraded = pausing = 0
+        built: dict[Any, Any] = {}
         for i in missing:
-            event = events[i]
-            key = (event.source, event.severity)
-            suffix = self._cache.get(key)
-            if suffix is None:
-                suffix = self._suffix(event.severity, found.get(event.source))
-                self._cache[key] = suffix
-            values[i] = self._encode(event, event_times[i], raws[i], suffix)
-        return 0
+            k = keys[i]
+            if k in built:
+                entry = built[k]
+            else:
+                entry, down = self._build(k, unavailable)
+                if down:
+                    built[k] = entry
+                else:
+                    self._remember(k, entry)
+            if entry is None or entry.__class__ is not tuple:
+                exceptions[i] = entry
+                continue
+            suffix = entry[0]
+            if _DEGRADED in suffix:
+                degraded += 1
+                if any(self._joins[j].pause_on_failure for j in unavailable):
+                    pausing += 1
+            if splice:
+                values[i] = SPLICE_FORMAT % (raws[i].rstrip()[:-1], times[i], suffix)
+            else:
+                values[i] = self._encode(events[i], times[i], suffix)
+        return degraded, pausing
+
+    def _fetch(self, composite: list[Any]) -> set[int]:
+        """Fill each join's ``known`` for the keys of ``composite``; the joins that failed."""
+        unavailable: set[int] = set()
+        for j, join in enumerate(self._joins):
+            wanted = {
+                key
+                for c in composite
+                if (key := join_key(c[j] if self._multi else c)) is not None
+                and key not in join.known
+            }
+            if not wanted:
+                continue
+            found = self._call(join, wanted)
+            if found is None:
+                unavailable.add(j)
+                continue
+            for key in wanted:
+                value = found.get(key)
+                join.known[key] = None if value is None else join.keep(value)
+        return unavailable
 
     @staticmethod
-    def _encode(event: Event, event_time_ms: int, raw: bytes, suffix: bytes) -> bytes:
-        if any(key in raw for key in RESERVED_OUTPUT_KEYS):
-            return encode_enriched(event, event_time_ms, suffix)
-        return splice_enriched(raw, event_time_ms, suffix)
-
-    def _fetch(self, sources: set[str]) -> Mapping[str, ServiceInfo] | None:
-        breaker = self._breaker
+    def _call(join: Join, keys: set[str]) -> Mapping[str, Mapping[str, Any]] | None:
+        breaker = join.breaker
         if breaker is not None and not breaker.allow():
             return None
         try:
-            found = self._lookup.lookup(sources)
+            found = join.lookup.lookup(keys)
         except TransientError as exc:
             if breaker is not None:
                 breaker.record_failure(exc)
@@ -174,28 +276,148 @@ class Enricher:
             breaker.record_success()
         return found
 
-    def score(self, severity: str, tier: int | None) -> float:
-        """Severity rank (1..5) times the tier weight (unknown tier weighs 1)."""
-        weight = self._weights.get(tier, 1.0) if tier is not None else 1.0
-        return float(SEVERITY_RANK[severity] + 1) * weight
+    @property
+    def _multi(self) -> bool:
+        return len(self._key_paths) > 1
 
-    def _suffix(self, severity: str, info: ServiceInfo | None) -> bytes:
-        if info is None:
-            enrichment = Enrichment(known_service=False, score=self.score(severity, None))
-        else:
-            enrichment = Enrichment(
-                known_service=True,
-                score=self.score(severity, info.tier),
-                team=info.team,
-                tier=info.tier,
-                owner=info.owner,
-            )
-        return encoder.encode(enrichment)
+    def _build(self, composite: Any, unavailable: set[int]) -> tuple[Any, bool]:
+        """The enrichment suffix of one composite key (or a Reject, or None = drop)."""
+        parts = composite if self._multi else (composite,)
+        context: dict[str, Any] = {}
+        fragments: list[bytes] = []
+        down = False
+        for j, join in enumerate(self._joins):
+            key = join_key(parts[j])
+            if j in unavailable and key not in join.known:
+                value = None
+                down = True
+            else:
+                value = join.known.get(key) if key is not None else None
+                if value is None and join.missing != "mark":
+                    if join.missing == "drop":
+                        return None, False
+                    return Reject(0, ENRICHMENT_MISSING, _missing_message(join, parts[j])), False
+            fragment = join.fragment(value)
+            if fragment:
+                fragments.append(fragment)
+            context[JOIN_PREFIX + join.name] = value
+        for n, path in enumerate(self._key_paths[self._n_joins :], start=self._n_joins):
+            context[path] = _plain(parts[n])
+        derived_values: list[Any] = []
+        for expr in self._derived:
+            try:
+                value = expr.evaluate(tuple(_context_value(context, p) for p in expr.inputs))
+            except Exception as exc:
+                return Reject(0, DERIVE_FAILED, f"derive.{expr.name}: {exc}"), down
+            context[expr.name] = value
+            derived_values.append(value)
+            fragments.append(b'"%s":%s' % (expr.name.encode(), orjson.dumps(value)))
+        if down:
+            fragments.append(_DEGRADED)
+        return (b"{" + b",".join(fragments) + b"}", tuple(derived_values)), down
 
-    def _degraded_suffix(self, event: Event) -> bytes:
-        return encoder.encode(
-            Enrichment(known_service=False, score=self.score(event.severity, None), degraded=True)
-        )
+    def _remember(self, key: Any, entry: Any) -> None:
+        if len(self._cache) >= CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key] = entry
+
+    # -- the rare paths -------------------------------------------------------------------------
+
+    def _with_exceptions(
+        self,
+        events: Sequence[Any],
+        keys: list[Any],
+        values: list[bytes],
+        exceptions: dict[int, Reject | None],
+        degraded: int,
+        pausing: int,
+    ) -> EnrichResult:
+        """Some events were rejected or dropped: keep the others, positions in ``events``."""
+        kept = [i for i in range(len(values)) if i not in exceptions]
+        rejects = [r._replace(position=i) for i, r in exceptions.items() if r is not None]
+        dropped = len(exceptions) - len(rejects)
+        if self._set_derived is not None:
+            self._attach_derived([events[i] for i in kept], [keys[i] for i in kept])
+        unknown = self._count_unknown([keys[i] for i in kept])
+        out = [values[i] for i in kept]
+        return EnrichResult(out, kept, rejects, dropped, unknown, degraded, pausing)
+
+    def _attach_derived(self, events: Sequence[Any], keys: list[Any]) -> None:
+        """Give the events their derived values, for rules that read derived fields."""
+        set_derived = self._set_derived
+        assert set_derived is not None
+        get = self._cache.get
+        for e, k in zip(events, keys, strict=True):
+            entry = get(k)
+            if entry.__class__ is tuple:
+                set_derived(e, entry[1])
+
+    def _count_unknown(self, keys: list[Any]) -> int:
+        """Events with a join key no source knows (for ``stream_enrichment_unknown_total``)."""
+        if not self._joins:
+            return 0
+        unknown = 0
+        multi = self._multi
+        for j, join in enumerate(self._joins):
+            known = join.known
+            if not any(v is None for v in known.values()):
+                continue
+            for k in keys:
+                key = join_key(k[j] if multi else k)
+                if key is not None and key in known and known[key] is None:
+                    unknown += 1
+        return unknown
+
+    def _check_versions(self) -> None:
+        changed = False
+        for join in self._joins:
+            version = join.lookup.version
+            if version != join.version:
+                join.version = version
+                join.known.clear()
+                changed = True
+        if changed:
+            self._cache.clear()
+
+    @staticmethod
+    def _encode(event: Any, event_time_ms: int, suffix: bytes) -> bytes:
+        """Re-encode an event whose input already uses an output key (rare)."""
+        body = encoder.encode(event)
+        return b'%s,"event_time_ms":%d,"enrichment":%s}' % (body[:-1], event_time_ms, suffix)
+
+
+def _is_computed(path: str, joins: Collection[str], derived: Collection[str]) -> bool:
+    if path in derived:
+        return True
+    if path.startswith(JOIN_PREFIX):
+        return path[len(JOIN_PREFIX) :].split(".")[0] in joins
+    return False
+
+
+def _context_value(context: Mapping[str, Any], path: str) -> Any:
+    """An expression input: an event field, a derived field or ``enrichment.<join>.<field>``."""
+    if path in context:
+        return context[path]
+    if path.startswith(JOIN_PREFIX):
+        join, _, rest = path[len(JOIN_PREFIX) :].partition(".")
+        value: Any = context.get(JOIN_PREFIX + join)
+        for part in rest.split(".") if rest else ():
+            value = value.get(part) if isinstance(value, dict) else None
+        return value
+    return None
+
+
+def _plain(value: Any) -> Any:
+    """Expression inputs are plain JSON values: absent is None, Structs become dicts."""
+    if value is msgspec.UNSET:
+        return None
+    if isinstance(value, msgspec.Struct):
+        return msgspec.to_builtins(value)
+    return value
+
+
+def _missing_message(join: Join, value: Any) -> str:
+    return f"enrichment {join.name}: no value for {join.on} = {_plain(value)!r}"
 
 
 def _mentions_reserved_keys(raws: Sequence[bytes]) -> bool:
@@ -205,10 +427,10 @@ def _mentions_reserved_keys(raws: Sequence[bytes]) -> bool:
 
 
 class ReferenceTable:
-    """In-memory reference data, fed by the compacted topic reader; never fails a lookup."""
+    """In-memory values of a join, fed by its compacted topic; never fails a lookup."""
 
     def __init__(self) -> None:
-        self._services: dict[str, ServiceInfo] = {}
+        self._values: dict[str, Mapping[str, Any]] = {}
         self._version = 0
 
     @property
@@ -216,19 +438,19 @@ class ReferenceTable:
         return self._version
 
     def __len__(self) -> int:
-        return len(self._services)
+        return len(self._values)
 
-    def apply(self, updates: Sequence[tuple[str, ServiceInfo | None]]) -> None:
-        """Apply upserts (info) and deletions (None = tombstone) in order."""
+    def apply(self, updates: Sequence[tuple[str, Mapping[str, Any] | None]]) -> None:
+        """Apply upserts (a value) and deletions (None = tombstone) in order."""
         if not updates:
             return
-        for name, info in updates:
-            if info is None:
-                self._services.pop(name, None)
+        for key, value in updates:
+            if value is None:
+                self._values.pop(key, None)
             else:
-                self._services[name] = info
+                self._values[key] = value
         self._version += 1
 
-    def lookup(self, sources: Collection[str]) -> Mapping[str, ServiceInfo]:
-        services = self._services
-        return {s: services[s] for s in sources if s in services}
+    def lookup(self, keys: Collection[str]) -> Mapping[str, Mapping[str, Any]]:
+        values = self._values
+        return {k: values[k] for k in keys if k in values}

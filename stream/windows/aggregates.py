@@ -19,7 +19,6 @@ import math
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from stream.models import Event
 from stream.windows.fields import Predicate, ValueExtractor
 from stream.windows.spec import Aggregate
 
@@ -65,7 +64,7 @@ class Aggregation(Protocol):
     #: ``Correlation.aggregate`` label, e.g. ``count`` or ``sum(value)``.
     name: str
     #: Per-event update beyond count/times/samples, or None when there is none.
-    add: Callable[[WindowAcc, Event, int], None] | None
+    add: Callable[[WindowAcc, Any, int], None] | None
 
     def initial(self) -> Any: ...
     def merge(self, into: WindowAcc, other: WindowAcc) -> None: ...
@@ -101,7 +100,7 @@ class _Stateless:
 class CountAggregation(_Stateless):
     def __init__(self) -> None:
         self.name = "count"
-        self.add: Callable[[WindowAcc, Event, int], None] | None = None
+        self.add: Callable[[WindowAcc, Any, int], None] | None = None
 
     def result(self, acc: WindowAcc) -> float:
         return float(acc.count)
@@ -114,10 +113,10 @@ class SumAggregation:
         self.name = name
         self._average = average
 
-        def add(acc: WindowAcc, event: Event, _t: int) -> None:
+        def add(acc: WindowAcc, event: Any, _t: int) -> None:
             acc.state += value_of(event)
 
-        self.add: Callable[[WindowAcc, Event, int], None] | None = add
+        self.add: Callable[[WindowAcc, Any, int], None] | None = add
 
     def initial(self) -> Any:
         return 0.0
@@ -144,12 +143,12 @@ class ExtremeAggregation:
         self._pick: Callable[[float, float], float] = max if maximum else min
         pick = self._pick
 
-        def add(acc: WindowAcc, event: Event, _t: int) -> None:
+        def add(acc: WindowAcc, event: Any, _t: int) -> None:
             value = float(value_of(event))
             state = acc.state
             acc.state = value if state is None else pick(state, value)
 
-        self.add: Callable[[WindowAcc, Event, int], None] | None = add
+        self.add: Callable[[WindowAcc, Any, int], None] | None = add
 
     def initial(self) -> Any:
         return None
@@ -174,10 +173,10 @@ class DistinctAggregation:
     def __init__(self, name: str, value_of: ValueExtractor) -> None:
         self.name = name
 
-        def add(acc: WindowAcc, event: Event, _t: int) -> None:
+        def add(acc: WindowAcc, event: Any, _t: int) -> None:
             acc.state.add(value_of(event))
 
-        self.add: Callable[[WindowAcc, Event, int], None] | None = add
+        self.add: Callable[[WindowAcc, Any, int], None] | None = add
 
     def initial(self) -> Any:
         return set()
@@ -203,7 +202,7 @@ class RatioAggregation:
     def __init__(self, numerator: Predicate, denominator: Predicate | None) -> None:
         if denominator is None:
 
-            def add(acc: WindowAcc, event: Event, _t: int) -> None:
+            def add(acc: WindowAcc, event: Any, _t: int) -> None:
                 state = acc.state
                 state[1] += 1
                 if numerator(event):
@@ -211,14 +210,14 @@ class RatioAggregation:
 
         else:
 
-            def add(acc: WindowAcc, event: Event, _t: int) -> None:
+            def add(acc: WindowAcc, event: Any, _t: int) -> None:
                 state = acc.state
                 if denominator(event):
                     state[1] += 1
                 if numerator(event):
                     state[0] += 1
 
-        self.add: Callable[[WindowAcc, Event, int], None] | None = add
+        self.add: Callable[[WindowAcc, Any, int], None] | None = add
 
     def initial(self) -> Any:
         return [0, 0]

@@ -20,11 +20,9 @@ only if some event of the batch could be late at all.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import accumulate
-from typing import Final
-
-from stream.models import Event
+from typing import Any, Final
 
 #: "No event time yet": below any real epoch-ms value, and safe to add durations to.
 NO_TIME: Final = -(2**62)
@@ -85,13 +83,14 @@ class PartitionClock:
 class Batch:
     """One batch of one partition, as the rule stores see it."""
 
-    __slots__ = ("_prefix_max", "events", "lateness", "seq0", "times", "wm0", "wm_end")
+    __slots__ = ("_prefix_max", "event_id", "events", "lateness", "seq0", "times", "wm0", "wm_end")
 
     def __init__(
         self,
-        events: Sequence[Event],
+        events: Sequence[Any],
         times: Sequence[int],
         *,
+        event_id: Callable[[Any], str],
         seq0: int,
         wm0: int,
         wm_end: int,
@@ -99,6 +98,8 @@ class Batch:
     ) -> None:
         self.events = events
         self.times = times
+        #: The id an event is sampled by in correlation records (``sample_event_ids``).
+        self.event_id = event_id
         #: Sequence number of ``events[0]`` on its partition (orders samples across batches).
         self.seq0 = seq0
         #: Watermark before the batch / after its last event.

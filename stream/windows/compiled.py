@@ -13,9 +13,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from stream.errors import ConfigError
-from stream.models import Correlation, Event
+from stream.fieldpaths import FieldResolver
+from stream.models import Correlation
 from stream.windows.aggregates import (
     Aggregation,
     RatioAggregation,
@@ -24,11 +26,12 @@ from stream.windows.aggregates import (
 )
 from stream.windows.baseline import AnomalyJudge
 from stream.windows.fields import (
+    ANY_FIELD,
     Filter,
     KeyExtractor,
     Predicate,
     Selector,
-    check_field_path,
+    check_match,
     group_labels,
     key_extractor,
     value_extractor,
@@ -45,7 +48,6 @@ from stream.windows.spec import (
     SessionWindow,
     ThresholdRuleSpec,
     TumblingWindow,
-    check_match,
 )
 
 WindowSpec = TumblingWindow | HoppingWindow | SessionWindow
@@ -148,35 +150,42 @@ def acc_correlation(
     )
 
 
-def compile_rule(rule: RuleSpec | Rule) -> CompiledRule:
-    """Compile one rule; raises :class:`ConfigError` for an unusable custom rule."""
+def compile_rule(rule: RuleSpec | Rule, fields: FieldResolver = ANY_FIELD) -> CompiledRule:
+    """Compile one rule against the events' fields.
+
+    Raises :class:`ConfigError` for an unusable custom rule and ``ValueError``
+    naming the field for a path the events do not have.
+    """
     if isinstance(rule, Rule):
-        return _compile_custom(rule)
+        return _compile_custom(rule, fields)
+    _check_paths(rule, fields)
     if isinstance(rule, SequenceRuleSpec):
-        return _compile_sequence(rule)
+        return _compile_sequence(rule, fields)
     fingerprint = rule.fingerprint()
     if isinstance(rule, RatioRuleSpec):
-        numerator = Filter(rule.numerator).predicate()
-        denominator = Filter(rule.denominator).predicate() if rule.denominator else None
+        numerator = Filter(rule.numerator, fields=fields).predicate()
+        denominator = (
+            Filter(rule.denominator, fields=fields).predicate() if rule.denominator else None
+        )
         either: Predicate | None = None
         if denominator is not None:
             num, den = numerator, denominator
 
-            def either(event: Event) -> bool:
+            def either(event: object) -> bool:
                 return num(event) or den(event)
 
-        ratio_filter = Filter(rule.match, require=rule.group_by, predicate=either)
+        ratio_filter = Filter(rule.match, require=rule.group_by, predicate=either, fields=fields)
         ratio_judge = RatioJudge(rule.when, rule.min_volume)
         return WindowRule(
             info=RuleInfo(rule.name, rule.kind, "ratio", rule.group_by, fingerprint),
             window=rule.window,
             select=ratio_filter.selector(),
-            key_of=key_extractor(rule.group_by),
+            key_of=key_extractor(rule.group_by, fields),
             aggregation=RatioAggregation(numerator, denominator),
             make_judge=lambda: ratio_judge,
             emit_early=rule.emit_early,
         )
-    aggregation, field_filter = _aggregate(rule.aggregate, rule)
+    aggregation, field_filter = _aggregate(rule.aggregate, rule, fields)
     info = RuleInfo(rule.name, rule.kind, str(rule.aggregate), rule.group_by, fingerprint)
     if isinstance(rule, ThresholdRuleSpec):
         threshold_judge = ThresholdJudge(aggregation, rule.when)
@@ -187,24 +196,39 @@ def compile_rule(rule: RuleSpec | Rule) -> CompiledRule:
         info=info,
         window=rule.window,
         select=field_filter.selector(),
-        key_of=key_extractor(rule.group_by),
+        key_of=key_extractor(rule.group_by, fields),
         aggregation=aggregation,
         make_judge=make_judge,
         emit_early=rule.emit_early,
     )
 
 
+def _check_paths(rule: RuleSpec, fields: FieldResolver) -> None:
+    """Every field a rule names exists (schema field or derived field); ``ValueError`` if not."""
+    for path in rule.group_by:
+        fields.check(path)
+    check_match(rule.match, fields)
+    if isinstance(rule, ThresholdRuleSpec | AnomalyRuleSpec) and rule.aggregate.field:
+        fields.check(rule.aggregate.field)
+    if isinstance(rule, RatioRuleSpec):
+        check_match(rule.numerator, fields)
+        check_match(rule.denominator, fields)
+    if isinstance(rule, SequenceRuleSpec):
+        for step in rule.steps:
+            check_match(step.match, fields)
+
+
 def _aggregate(
-    spec: Aggregate, rule: ThresholdRuleSpec | AnomalyRuleSpec
+    spec: Aggregate, rule: ThresholdRuleSpec | AnomalyRuleSpec, fields: FieldResolver
 ) -> tuple[Aggregation, Filter]:
     field = spec.field
     if field is None:
-        return aggregation_for(spec, None), Filter(rule.match, require=rule.group_by)
+        return aggregation_for(spec, None), Filter(rule.match, require=rule.group_by, fields=fields)
     if spec.function == "distinct":
-        field_filter = Filter(rule.match, require=(*rule.group_by, field))
+        field_filter = Filter(rule.match, require=(*rule.group_by, field), fields=fields)
     else:
-        field_filter = Filter(rule.match, require=rule.group_by, numeric=(field,))
-    return aggregation_for(spec, value_extractor(field)), field_filter
+        field_filter = Filter(rule.match, require=rule.group_by, numeric=(field,), fields=fields)
+    return aggregation_for(spec, value_extractor(field, fields)), field_filter
 
 
 def _anomaly_judge_factory(
@@ -231,17 +255,17 @@ def _anomaly_judge_factory(
     return make
 
 
-def _compile_sequence(rule: SequenceRuleSpec) -> SequenceRule:
-    steps = tuple(Filter(step.match).predicate() for step in rule.steps)
+def _compile_sequence(rule: SequenceRuleSpec, fields: FieldResolver) -> SequenceRule:
+    steps = tuple(Filter(step.match, fields=fields).predicate() for step in rule.steps)
 
-    def any_step(event: Event) -> bool:
+    def any_step(event: object) -> bool:
         return any(step(event) for step in steps)
 
-    select = Filter(rule.match, require=rule.group_by, predicate=any_step).selector()
+    select = Filter(rule.match, require=rule.group_by, predicate=any_step, fields=fields).selector()
     return SequenceRule(
         info=RuleInfo(rule.name, rule.kind, "sequence", rule.group_by, rule.fingerprint()),
         select=select,
-        key_of=key_extractor(rule.group_by),
+        key_of=key_extractor(rule.group_by, fields),
         steps=steps,
         min_counts=tuple(step.min_count for step in rule.steps),
         within=rule.within,
@@ -258,10 +282,10 @@ class _CustomAggregation:
         self._rule = rule
         add_state = rule.add
 
-        def add(acc: WindowAcc, event: Event, event_time: int) -> None:
+        def add(acc: WindowAcc, event: Any, event_time: int) -> None:
             acc.state = add_state(acc.state, event, event_time)
 
-        self.add: Callable[[WindowAcc, Event, int], None] | None = add
+        self.add: Callable[[WindowAcc, Any, int], None] | None = add
 
     def initial(self) -> object:
         return self._rule.initial()
@@ -280,7 +304,7 @@ class _CustomAggregation:
         return raw
 
 
-def _compile_custom(rule: Rule) -> WindowRule:
+def _compile_custom(rule: Rule, fields: FieldResolver) -> WindowRule:
     cls = type(rule).__qualname__
     name = getattr(rule, "name", None)
     if not isinstance(name, str) or not name or any(c.isspace() for c in name):
@@ -289,13 +313,14 @@ def _compile_custom(rule: Rule) -> WindowRule:
     if not isinstance(window, TumblingWindow | HoppingWindow | SessionWindow):
         raise ConfigError(f"{name}.window", "set a TumblingWindow, HoppingWindow or SessionWindow")
     try:
-        check_match(rule.match)
+        check_match(rule.match, fields)
         for path in rule.group_by:
-            check_field_path(path)
+            fields.check(path)
         field_filter = Filter(
             dict(rule.match),
             require=rule.group_by,
             predicate=rule.matches if rule.overrides_matches() else None,
+            fields=fields,
         )
     except (ValueError, TypeError) as exc:
         raise ConfigError(f"{name}.match", str(exc)) from None
@@ -309,7 +334,7 @@ def _compile_custom(rule: Rule) -> WindowRule:
         info=RuleInfo(name, rule.kind, rule.aggregate, tuple(rule.group_by), digest),
         window=window,
         select=field_filter.selector(),
-        key_of=key_extractor(rule.group_by),
+        key_of=key_extractor(rule.group_by, fields),
         aggregation=_CustomAggregation(rule),
         make_judge=lambda: custom_judge,
         emit_early=rule.emit_early,

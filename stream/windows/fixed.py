@@ -131,7 +131,7 @@ class FixedWindowStore:
             if t > acc.last:
                 acc.last = t
             if acc.count <= sample_size:
-                acc.samples.append((seq0 + i, event.event_id))
+                acc.samples.append((seq0 + i, batch.event_id(event)))
             if add is not None:
                 add(acc, event, t)
             if not acc.dirty:
@@ -201,7 +201,7 @@ class FixedWindowStore:
                 if t > acc.last:
                     acc.last = t
                 if acc.count <= sample_size:
-                    acc.samples.append((seq0 + i, event.event_id))
+                    acc.samples.append((seq0 + i, batch.event_id(event)))
                 if add is not None:
                     add(acc, event, t)
                 if not acc.dirty:

@@ -10,9 +10,10 @@ the state of partition 3 and nothing else. Consequently groups are formed
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
-from stream.models import Correlation, Event
+from stream.models import Correlation
 from stream.windows.changelog import CLOCK_KEY, Changes, decode, encode
 from stream.windows.clock import Batch, PartitionClock
 from stream.windows.compiled import CompiledRule, SequenceRule
@@ -51,8 +52,10 @@ class PartitionState:
         *,
         lateness_ms: int,
         sample_size: int,
+        event_id: Callable[[Any], str],
     ) -> None:
         self._rules = rules
+        self._event_id = event_id
         self._lateness = lateness_ms
         self.clock = PartitionClock()
         self._clock_dirty = False
@@ -64,13 +67,17 @@ class PartitionState:
         #: Changelog keys found at restore that no current rule owns: tombstoned at next drain.
         self._stale: list[bytes] = []
 
-    def process(self, events: Sequence[Event], times: Sequence[int], now_ms: int) -> BatchOutcome:
+    def process(self, events: Sequence[Any], times: Sequence[int], now_ms: int) -> BatchOutcome:
         clock = self.clock
         wm0 = clock.watermark
         seq0 = clock.seq
         wm_end = clock.observe(max(times), len(times), now_ms, self._lateness)
         self._clock_dirty = True
-        batch = Batch(events, times, seq0=seq0, wm0=wm0, wm_end=wm_end, lateness=self._lateness)
+        batch = Batch(
+            events,
+            times,
+            event_id=self._event_id,
+            seq0=seq0, wm0=wm0, wm_end=wm_end, lateness=self._lateness)
         out: list[Correlation] = []
         late_per_rule: list[int] = []
         refused_per_rule: list[int] = []

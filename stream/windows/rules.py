@@ -35,7 +35,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from stream.models import Event
 from stream.windows.spec import HoppingWindow, SessionWindow, TumblingWindow
 
 
@@ -57,7 +56,7 @@ class Rule(ABC):
     #: Bump when the state layout or meaning changes: old changelog state is then discarded.
     version: ClassVar[str] = "1"
 
-    def matches(self, event: Event) -> bool:
+    def matches(self, event: Any) -> bool:
         """Extra per-event filter after ``match`` (override only if ``match`` cannot say it)."""
         return True
 
@@ -66,7 +65,7 @@ class Rule(ABC):
         """State of a new window."""
 
     @abstractmethod
-    def add(self, state: Any, event: Event, event_time: int) -> Any:
+    def add(self, state: Any, event: Any, event_time: int) -> Any:
         """Fold one event in; return the (possibly same, mutated) state."""
 
     def merge(self, left: Any, right: Any) -> Any:

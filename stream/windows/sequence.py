@@ -154,7 +154,7 @@ class SequenceStore:
                     continue
                 budget.used += 1
                 group = self._groups[key] = SequenceGroup(len(steps) - 1)
-            step_event = (t, batch.seq0 + i, event.event_id)
+            step_event = (t, batch.seq0 + i, batch.event_id(event))
             if steps[0](event):
                 _add_sorted(group.anchors, Anchor(step_event), _anchor_order)
                 self._buffered += 1

@@ -151,7 +151,7 @@ class SessionStore:
             acc.first = min(acc.first, t)
             acc.last = max(acc.last, t)
             if acc.count <= self._sample_size:
-                acc.samples.append((batch.seq0 + i, event.event_id))
+                acc.samples.append((batch.seq0 + i, batch.event_id(event)))
             if add is not None:
                 add(acc, event, t)
             self._touch(key, group)

@@ -38,8 +38,7 @@ from pydantic import (
 from pydantic import ValidationError as PydanticValidationError
 
 from stream.errors import ConfigError
-from stream.models import SEVERITY_RANK
-from stream.windows.fields import SEVERITY_AT_LEAST, check_field_path
+from stream.windows.fields import AT_LEAST, normalize_match
 
 _UNIT_MS: Final = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _DURATION_RE: Final = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -69,36 +68,45 @@ def parse_duration(value: object) -> int:
 Duration = Annotated[int, BeforeValidator(parse_duration), Field(ge=0)]
 #: Like :data:`Duration` but strictly positive (window sizes, gaps, spans).
 PositiveDuration = Annotated[int, BeforeValidator(parse_duration), Field(gt=0)]
-FieldPath = Annotated[str, AfterValidator(check_field_path)]
+def check_path_syntax(path: str) -> str:
+    """A dotted field path (``amount``, ``shipping.country``); whether the pipeline's events
+    have it is checked when the rule is compiled against the schema."""
+    if not path or any(not part.strip() or part != part.strip() for part in path.split(".")):
+        raise ValueError(f"invalid field path {path!r}")
+    return path
+
+
+FieldPath = Annotated[str, AfterValidator(check_path_syntax)]
 
 MatchScalar = str | int | float | bool
 
 
 def check_match(match: Mapping[str, object]) -> Mapping[str, object]:
-    """Validate a ``match:`` mapping (field paths, severities); raises ``ValueError``."""
-    for path, expected in match.items():
-        many = isinstance(expected, list | tuple | set | frozenset)
-        values = list(expected) if many else [expected]  # type: ignore[call-overload]
-        if path == SEVERITY_AT_LEAST:
-            if many or expected not in SEVERITY_RANK:
-                raise ValueError(
-                    f"severity_at_least must be one severity of {', '.join(SEVERITY_RANK)}"
-                )
+    """Validate the shape of a ``match:`` mapping; raises ``ValueError``.
+
+    Field names and enum values are checked against the schema at compile time
+    (:func:`stream.windows.fields.check_match`).
+    """
+    for path, expected in normalize_match(match).items():
+        if path == AT_LEAST:
+            assert isinstance(expected, Mapping)
+            for field, lowest in expected.items():
+                check_path_syntax(field)
+                if isinstance(lowest, list | tuple | set | frozenset | Mapping):
+                    raise ValueError(f"at_least {field}: give one value, not a list")
             continue
-        check_field_path(path)
-        if not values:
+        check_path_syntax(path)
+        many = isinstance(expected, list | tuple | set | frozenset)
+        if many and not expected:
             raise ValueError(f"{path}: an empty list matches nothing")
-        if path == "severity":
-            unknown = [v for v in values if v not in SEVERITY_RANK]
-            if unknown:
-                raise ValueError(
-                    f"severity: unknown value(s) {unknown}; use {', '.join(SEVERITY_RANK)}"
-                )
     return match
 
 
 #: ``{field: value}`` or ``{field: [any, of, these]}``; all entries must hold.
-Match = Annotated[dict[str, MatchScalar | list[MatchScalar]], AfterValidator(check_match)]
+Match = Annotated[
+    dict[str, MatchScalar | list[MatchScalar] | dict[str, MatchScalar]],
+    AfterValidator(check_match),
+]
 
 
 class _Frozen(BaseModel):
@@ -184,7 +192,7 @@ def _parse_condition(value: object) -> object:
 ConditionSpec = Annotated[Condition, BeforeValidator(_parse_condition)]
 
 AggregateFunction = Literal["count", "sum", "avg", "min", "max", "distinct"]
-_AGGREGATE_RE: Final = re.compile(r"^\s*(\w+)\s*(?:\(\s*([\w.]+)\s*\))?\s*$")
+_AGGREGATE_RE: Final = re.compile(r"^\s*(\w+)\s*(?:\(\s*([\w.-]+)\s*\))?\s*$")
 
 
 class Aggregate(_Frozen):
@@ -201,7 +209,7 @@ class Aggregate(_Frozen):
         elif self.field is None:
             raise ValueError(f"{self.function} needs a field, e.g. {self.function}(value)")
         else:
-            check_field_path(self.field)
+            check_path_syntax(self.field)
         return self
 
     def __str__(self) -> str:

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
+import tests.support.observability as obs
 from connectors.http_ingest import HttpIngestOptions, IngestHandler, Ticket, _split_body
-from stream.stages.validate import Validator
 from tests.support.pipeline import read_all
 
 REPO = Path(__file__).resolve().parents[2]
@@ -212,7 +212,7 @@ def test_full_producer_queue_answers_429_with_retry_after_and_produces_nothing()
     from aiohttp.test_utils import TestClient, TestServer
 
     options = HttpIngestOptions(topic="events", max_pending=10_000)
-    handler = IngestHandler(FullProducer(), Validator(), options)  # type: ignore[arg-type]
+    handler = IngestHandler(FullProducer(), obs.validator(), options)  # type: ignore[arg-type]
 
     async def scenario() -> tuple[int, str, dict[str, Any]]:
         async with TestClient(TestServer(handler.app())) as client:

@@ -12,12 +12,13 @@ import time
 import msgspec
 import pytest
 
+import tests.support.observability as obs
 from connectors.postgres_reference import REFERENCE_DDL, PostgresReference, build_reference_lookup
 from stream.config import load_settings
 from stream.errors import ConfigError, TransientError
-from stream.models import Event, ServiceInfo
+from stream.pipelines.observability import Event, ServiceInfo
 from stream.resilience.circuit_breaker import BreakerState, CircuitBreaker
-from stream.stages.enrich import Enricher, ReferenceTable
+from stream.stages.enrich import ReferenceTable
 from tests.integration.postgres_fixture import PostgresServer, postgres_server, unique_table
 from tests.support.pipeline import wait_until
 
@@ -86,7 +87,7 @@ def test_outage_opens_the_breaker_and_recovery_closes_it(
     breaker = CircuitBreaker(
         "reference-test", failure_threshold=2, recovery_timeout=0.5, failure_on=(TransientError,)
     )
-    enricher = Enricher(reference, breaker=breaker)
+    enricher = obs.enricher(reference, breaker)
     try:
         result = enricher.enrich(*events("auth"))
         assert b'"known_service":true' in result.values[0] and result.degraded == 0

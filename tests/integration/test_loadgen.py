@@ -15,7 +15,7 @@ from stream.loadgen.broker import REFERENCE_TOPIC, seed_reference_data
 from stream.loadgen.generator import GeneratorConfig, generate
 from stream.loadgen.producer import LoadOptions, run_load
 from stream.loadgen.reference import reference_data
-from stream.models import event_decoder
+from stream.pipelines.observability import event_decoder
 from tests.conftest import unique_name
 from tests.support.pipeline import end_offsets, read_all
 

@@ -18,7 +18,7 @@ from confluent_kafka import Consumer
 from stream.loadgen.generator import GeneratorConfig, generate
 from stream.loadgen.producer import LoadOptions, run_load
 from stream.loadgen.reference import reference_data
-from stream.models import event_decoder
+from stream.pipelines.observability import event_decoder
 from tests.conftest import unique_name
 
 REPO = Path(__file__).resolve().parents[2]

@@ -12,7 +12,7 @@ from stream.kafka import headers as h
 from stream.loadgen import INVALID_KINDS
 from stream.loadgen.generator import generate
 from stream.loadgen.reference import reference_data
-from stream.models import enriched_decoder
+from stream.pipelines.observability import enriched_decoder
 from tests.support.pipeline import (
     PipelineTopics,
     WorkerProcess,

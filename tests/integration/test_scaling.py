@@ -33,8 +33,8 @@ import pytest
 
 from stream.kafka import headers as h
 from stream.loadgen.generator import GeneratedRecord, generate
-from stream.models import enriched_decoder
 from stream.observability.scrape import scrape
+from stream.pipelines.observability import enriched_decoder
 from tests.support.pipeline import (
     PipelineTopics,
     WorkerProcess,

@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from stream.loadgen.generator import generate
-from stream.models import SEVERITY_RANK, correlation_decoder
+from stream.models import correlation_decoder
+from stream.pipelines.observability import SEVERITY_RANK
 from tests.support.pipeline import (
     PipelineTopics,
     WorkerProcess,

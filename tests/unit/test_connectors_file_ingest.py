@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import tests.support.observability as obs
 from connectors.csv_source import CsvSource
 from connectors.file_ingest import FileIngest, IngestOptions
 from connectors.ingest_state import StateStore, fingerprint
@@ -22,7 +23,6 @@ from connectors.mapping import ColumnMapping
 from connectors.progress import ProgressLine, human_bytes, human_duration, ingest_line
 from stream.errors import CheckpointError, ConfigError
 from stream.kafka import headers as h
-from stream.stages.validate import Validator
 
 T0 = 1_700_000_000_000
 HEADER = "event_id,type,source,timestamp,severity\n"
@@ -84,7 +84,7 @@ def make_ingest(
         checkpoint_interval=3600.0,  # only end-of-file / interruption checkpoints
         restart=restart,
     )
-    return FileIngest(producer, Validator(), store, options, stop=stop)
+    return FileIngest(producer, obs.validator(), store, options, stop=stop)
 
 
 def test_valid_rows_go_to_the_topic_keyed_by_source_and_rejects_to_the_dlq(tmp_path: Path) -> None:

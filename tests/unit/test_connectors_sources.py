@@ -12,13 +12,13 @@ from pathlib import Path
 import msgspec
 import pytest
 
+import tests.support.observability as obs
 from connectors.base import Position, Source, SourceChunk
 from connectors.chunks import csv_record_boundary, line_boundary, read_chunks
 from connectors.csv_source import CsvSource
 from connectors.json_source import JsonSource, NdjsonSource, split_lines
 from connectors.mapping import ColumnMapping
 from stream.errors import ConfigError
-from stream.stages.validate import Validator
 
 HEADER = "id,kind,service,ts,sev,entity,value,dc\n"
 MAPPING = ColumnMapping.parse(
@@ -145,7 +145,7 @@ def test_csv_rows_become_valid_events_with_types(tmp_path: Path) -> None:
             "value": None,
         },
     ]
-    result = Validator().validate([v for c in chunks for v in c.values])
+    result = obs.validator().validate([v for c in chunks for v in c.values])
     assert len(result.events) == 2 and not result.rejects
     assert list(chunks[-1].lines or []) == [2, 3]
     assert chunks[-1].position == Position(path.stat().st_size, 3, 2)
@@ -170,7 +170,7 @@ def test_csv_bad_cells_reach_the_validator_which_names_them(tmp_path: Path) -> N
         + f",t,s,{T0},info,,,eu\n",  # empty event_id
     )
     chunks = read_all(CsvSource(path, MAPPING))
-    result = Validator().validate(chunks[0].values)
+    result = obs.validator().validate(chunks[0].values)
     classes = [(r.position, r.error_class) for r in result.rejects]
     assert classes == [
         (0, "schema_violation"),
@@ -260,7 +260,7 @@ def test_ndjson_passes_lines_through_untouched_without_mapping(tmp_path: Path) -
     chunks = read_all(NdjsonSource(path, ColumnMapping()))
     assert [v for c in chunks for v in c.values] == [good.encode(), b"not json", good.encode()]
     assert [line for c in chunks for line in (c.lines or [])] == [1, 2, 4]
-    result = Validator().validate(chunks[0].values)
+    result = obs.validator().validate(chunks[0].values)
     assert [(r.position, r.error_class) for r in result.rejects] == [(1, "malformed_json")]
     assert chunks[-1].position == Position(path.stat().st_size, 4, 3)
 
@@ -364,7 +364,7 @@ def test_parquet_types_become_contract_types_and_resume_skips_row_groups(tmp_pat
         "attributes": {"region": "eu"},
     }
     assert "value" not in events[-1]
-    assert not Validator().validate([v for c in chunks for v in c.values]).rejects
+    assert not obs.validator().validate([v for c in chunks for v in c.values]).rejects
     rest = read_all(source, Position(0, 0, 1_700))
     assert [e["event_id"] for e in values_of(rest)] == [f"e{i}" for i in range(1_700, n)]
     assert rest[0].first_record == 1_701

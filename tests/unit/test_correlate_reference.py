@@ -32,9 +32,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.models import SEVERITY_RANK, Correlation, Event
+import tests.support.observability as obs
+from stream.models import Correlation
 from stream.observability import metrics
-from stream.stages.correlate import Correlator
+from stream.pipelines.observability import SEVERITY_RANK, Event
 from stream.windows.rules import Rule
 from stream.windows.spec import (
     AnomalyRuleSpec,
@@ -691,7 +692,7 @@ def run_engine(
     rules: Sequence[RuleSpec | Rule], sc: Scenario
 ) -> tuple[list[tuple[int, Correlation]], set[tuple[int, int]], dict[str, int]]:
     before = {r.name: late_metric(r.name) for r in rules}
-    engine = Correlator(
+    engine = obs.correlator(
         rules,
         allowed_lateness_ms=sc.lateness,
         idle_timeout_ms=sc.idle_timeout,

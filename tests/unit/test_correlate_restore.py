@@ -18,7 +18,9 @@ import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream.models import Correlation, Event
+import tests.support.observability as obs
+from stream.models import Correlation
+from stream.pipelines.observability import Event
 from stream.stages.correlate import Correlator
 from stream.windows.rules import Rule
 from stream.windows.spec import SessionWindow, parse_rules
@@ -155,7 +157,7 @@ def _plain(c: Correlation) -> Any:
 
 
 def new_engine() -> Correlator:
-    return Correlator(ALL_RULES, allowed_lateness_ms=20, sample_size=3)
+    return obs.correlator(ALL_RULES, allowed_lateness_ms=20, sample_size=3)
 
 
 @settings(

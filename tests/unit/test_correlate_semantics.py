@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 
+import tests.support.observability as obs
 from stream.errors import ConfigError
-from stream.models import Correlation, Event
+from stream.models import Correlation
 from stream.observability import metrics
+from stream.pipelines.observability import Event
 from stream.stages.correlate import Correlator
 from stream.windows.changelog import decode
 from stream.windows.rules import Rule
@@ -46,7 +48,7 @@ def counter(metric: Any, rule: str) -> float:
 
 
 def test_error_burst_emits_one_final_record_when_the_window_closes() -> None:
-    engine = Correlator(DEFAULT_RULES)
+    engine = obs.correlator(DEFAULT_RULES)
     burst = [ev(f"e{i}", T0 + 1_000 * i) for i in range(6)]
     noise = [ev("i1", T0 + 500, severity="info"), ev("w1", T0 + 600, severity="warning")]
     other = [ev(f"o{i}", T0 + 2_000 + i, source="db") for i in range(4)]  # only 4: below 5
@@ -78,7 +80,7 @@ def test_error_burst_emits_one_final_record_when_the_window_closes() -> None:
 
 
 def test_grace_accepts_out_of_order_events_until_it_runs_out() -> None:
-    engine = Correlator(DEFAULT_RULES)
+    engine = obs.correlator(DEFAULT_RULES)
     feed(engine, [ev(f"e{i}", T0 + i) for i in range(4)])
     feed(engine, [ev("next-window", T0 + MIN + 5_000, severity="info")])
     out, late = feed(engine, [ev("straggler", T0 + 30_000)])  # 5th, within grace
@@ -88,7 +90,7 @@ def test_grace_accepts_out_of_order_events_until_it_runs_out() -> None:
 
 
 def test_lateness_is_decided_per_event_position_in_the_batch() -> None:
-    engine = Correlator(DEFAULT_RULES)
+    engine = obs.correlator(DEFAULT_RULES)
     batch = [
         ev("a", T0 + 1),  # window [T0, T0+60s) open
         ev("jump", T0 + MIN + 10_000, severity="info"),  # watermark closes it
@@ -99,7 +101,7 @@ def test_lateness_is_decided_per_event_position_in_the_batch() -> None:
 
 
 def test_allowed_lateness_holds_the_watermark_back() -> None:
-    engine = Correlator(DEFAULT_RULES, allowed_lateness_ms=5_000)
+    engine = obs.correlator(DEFAULT_RULES, allowed_lateness_ms=5_000)
     feed(engine, [ev(f"e{i}", T0 + i) for i in range(5)])
     out, _ = feed(engine, [ev("w", T0 + 74_999, severity="info")])
     assert out == []
@@ -108,7 +110,7 @@ def test_allowed_lateness_holds_the_watermark_back() -> None:
 
 
 def test_partitions_have_independent_watermarks() -> None:
-    engine = Correlator(DEFAULT_RULES)
+    engine = obs.correlator(DEFAULT_RULES)
     feed(engine, [ev(f"e{i}", T0 + i) for i in range(5)], partition=0)
     out, _ = feed(engine, [ev("far", T0 + 10 * MIN, severity="info")], partition=1)
     assert out == []  # partition 1's watermark does not close partition 0's windows
@@ -132,7 +134,7 @@ def test_late_events_are_counted_and_reported_per_policy(policy: str) -> None:
             }
         ]
     )
-    engine = Correlator(rules, late_policy=policy)  # type: ignore[arg-type]
+    engine = obs.correlator(rules, late_policy=policy)  # type: ignore[arg-type]
     before = counter(metrics.late_events_total, f"late-{policy}")
     feed(engine, [ev("a", 5_000)])
     _, late = feed(
@@ -157,7 +159,7 @@ def test_max_keys_caps_live_entries_and_counts_refused_events() -> None:
             }
         ]
     )
-    engine = Correlator(rules, max_keys=2)
+    engine = obs.correlator(rules, max_keys=2)
     before = counter(metrics.window_state_cap_hits_total, "capped")
     events = [ev(f"{s}{i}", 100 + i, source=s) for i in range(3) for s in "abc"]
     out, late = feed(engine, events)
@@ -176,7 +178,7 @@ def test_max_keys_caps_live_entries_and_counts_refused_events() -> None:
 
 
 def test_idle_partition_closes_windows_on_wall_clock_time() -> None:
-    engine = Correlator(DEFAULT_RULES, idle_timeout_ms=30_000)
+    engine = obs.correlator(DEFAULT_RULES, idle_timeout_ms=30_000)
     wall = 1_000_000
     feed(engine, [ev(f"e{i}", T0 + i) for i in range(5)], now=wall)  # watermark T0 + 4
     assert engine.advance_idle(wall + 29_999) == []  # not idle yet
@@ -191,7 +193,7 @@ def test_idle_partition_closes_windows_on_wall_clock_time() -> None:
 
 
 def test_new_events_restart_the_idle_clock() -> None:
-    engine = Correlator(DEFAULT_RULES, idle_timeout_ms=10_000)
+    engine = obs.correlator(DEFAULT_RULES, idle_timeout_ms=10_000)
     feed(engine, [ev(f"e{i}", T0 + i) for i in range(5)], now=0)
     feed(engine, [ev("still-alive", T0 + 5, severity="info")], now=9_000)
     assert engine.advance_idle(18_999) == []
@@ -200,10 +202,10 @@ def test_new_events_restart_the_idle_clock() -> None:
 
 
 def test_restored_partition_restarts_its_idle_clock() -> None:
-    engine = Correlator(DEFAULT_RULES, idle_timeout_ms=10_000)
+    engine = obs.correlator(DEFAULT_RULES, idle_timeout_ms=10_000)
     feed(engine, [ev(f"e{i}", T0 + i) for i in range(5)], now=0)
     changelog = engine.drain_changes(0)
-    restored = Correlator(DEFAULT_RULES, idle_timeout_ms=10_000)
+    restored = obs.correlator(DEFAULT_RULES, idle_timeout_ms=10_000)
     restored.restore(0, changelog)
     # hours later: events may have piled up in Kafka, so do not jump the watermark yet
     assert restored.advance_idle(10_000_000) == []
@@ -217,7 +219,7 @@ def test_restored_partition_restarts_its_idle_clock() -> None:
 def test_emit_early_reports_once_when_the_condition_first_holds() -> None:
     raw = DEFAULT_RULES[0].model_dump()
     raw["emit_early"] = True
-    engine = Correlator(parse_rules([raw]))
+    engine = obs.correlator(parse_rules([raw]))
     out, _ = feed(engine, [ev(f"e{i}", T0 + i) for i in range(4)])
     assert out == []
     out, _ = feed(engine, [ev("e4", T0 + 4), ev("e5", T0 + 5)])
@@ -236,7 +238,7 @@ def _rule(**fields: Any) -> Any:
 
 
 def test_hopping_windows_count_an_event_in_every_window_holding_it() -> None:
-    engine = Correlator(
+    engine = obs.correlator(
         _rule(window={"type": "hopping", "size": 300, "advance": 100}, aggregate="sum(value)")
     )
     out, _ = feed(engine, [ev("a", 1_250, value=2.0), ev("b", 1_320, value=3.0)])
@@ -252,7 +254,7 @@ def test_hopping_windows_count_an_event_in_every_window_holding_it() -> None:
 
 
 def test_session_windows_merge_when_an_event_bridges_the_gap() -> None:
-    engine = Correlator(
+    engine = obs.correlator(
         _rule(window={"type": "session", "gap": 100, "grace": 200}, group_by=["source"])
     )
     feed(engine, [ev("a", 1_000), ev("c", 1_180)])  # two sessions: 180 >= 100 apart
@@ -264,7 +266,7 @@ def test_session_windows_merge_when_an_event_bridges_the_gap() -> None:
 
 
 def test_session_event_joining_a_closed_session_is_late() -> None:
-    engine = Correlator(_rule(window={"type": "session", "gap": 100}))
+    engine = obs.correlator(_rule(window={"type": "session", "gap": 100}))
     feed(engine, [ev("a", 1_000)])
     out, _ = feed(engine, [ev("far", 1_100, source="x", severity="info", type="other")])
     assert [c.count for c in out] == [1]  # [1000, 1100) closed at watermark 1100
@@ -288,7 +290,7 @@ def test_sequence_needs_the_steps_in_event_time_order_within_the_span() -> None:
             }
         ]
     )
-    engine = Correlator(rules)
+    engine = obs.correlator(rules)
     deploy = ev("deploy", T0 + 10_000, type="deploy", severity="info")
     errors = [ev(f"err{i}", T0 + 20_000 + i * 1_000) for i in range(3)]
     before = ev("before", T0 + 5_000)  # before the deploy: does not count
@@ -327,7 +329,7 @@ def test_ratio_respects_min_volume() -> None:
             }
         ]
     )
-    engine = Correlator(rules)
+    engine = obs.correlator(rules)
     feed(engine, [ev("e1", 100), ev("e2", 200), ev("i1", 300, severity="info")])  # 3 < 4
     feed(
         engine,
@@ -357,7 +359,7 @@ def test_anomaly_flags_a_window_far_from_the_baseline() -> None:
             }
         ]
     )
-    engine = Correlator(rules)
+    engine = obs.correlator(rules)
     values = [10.0, 12.0, 11.0, 9.0, 10.0, 50.0, 10.0]
     out: list[Correlation] = []
     for w, value in enumerate(values):
@@ -379,7 +381,7 @@ def test_anomaly_baselines_expire_after_their_ttl() -> None:
             }
         ]
     )
-    engine = Correlator(rules)
+    engine = obs.correlator(rules)
     feed(engine, [ev("a", 100, source="a")])
     feed(engine, [ev("b", 1_100, source="b")])  # closes a's window: baseline of a, ends 1_000
     assert engine.stats()["ttl"] == 2  # baseline a + b's open window
@@ -418,7 +420,7 @@ class DistinctUsersPerDeploy(Rule):
 
 
 def test_custom_python_rule() -> None:
-    engine = Correlator([DistinctUsersPerDeploy()])
+    engine = obs.correlator([DistinctUsersPerDeploy()])
     feed(
         engine,
         [
@@ -442,16 +444,16 @@ def test_invalid_custom_rules_are_config_errors() -> None:
         group_by = ("hostname",)
 
     with pytest.raises(ConfigError, match=r"users-per-source\.window"):
-        Correlator([NoWindow()])
+        obs.correlator([NoWindow()])
     with pytest.raises(ConfigError, match="hostname"):
-        Correlator([BadField()])
+        obs.correlator([BadField()])
 
 
 # -- state and changelog -------------------------------------------------------------------------
 
 
 def test_drain_returns_one_entry_per_changed_key() -> None:
-    engine = Correlator(DEFAULT_RULES)
+    engine = obs.correlator(DEFAULT_RULES)
     feed(engine, [ev(f"e{i}", T0 + i) for i in range(1_000)])
     feed(engine, [ev(f"f{i}", T0 + 1_000 + i, source="db") for i in range(10)])
     changes = engine.drain_changes(0)
@@ -465,12 +467,12 @@ def test_drain_returns_one_entry_per_changed_key() -> None:
 
 
 def test_restore_discards_state_of_changed_rules() -> None:
-    engine = Correlator(DEFAULT_RULES)
+    engine = obs.correlator(DEFAULT_RULES)
     feed(engine, [ev(f"e{i}", T0 + i) for i in range(5)])
     changelog = engine.drain_changes(0)
     raw = DEFAULT_RULES[0].model_dump()
     raw["when"] = ">= 10"
-    changed = Correlator(parse_rules([raw]))
+    changed = obs.correlator(parse_rules([raw]))
     changed.restore(0, changelog)
     assert changed.stats()["error-burst"] == 0
     tombstones = [k for k, v in changed.drain_changes(0) if v is None]
@@ -481,7 +483,7 @@ def test_restore_discards_state_of_changed_rules() -> None:
 
 
 def test_stats_and_drop_partition_free_the_budget() -> None:
-    engine = Correlator(DEFAULT_RULES, max_keys=3)
+    engine = obs.correlator(DEFAULT_RULES, max_keys=3)
     feed(engine, [ev("a", T0, source="a"), ev("b", T0, source="b")], partition=0)
     feed(engine, [ev("c", T0, source="c")], partition=1)
     stats = engine.stats()
@@ -504,11 +506,11 @@ def test_stats_and_drop_partition_free_the_budget() -> None:
 )
 def test_constructor_validation(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError) as caught:
-        Correlator(DEFAULT_RULES, **kwargs)
+        obs.correlator(DEFAULT_RULES, **kwargs)
     assert caught.value.field == field
 
 
 def test_empty_batch_is_a_no_op() -> None:
-    engine = Correlator(DEFAULT_RULES)
+    engine = obs.correlator(DEFAULT_RULES)
     assert engine.process(0, [], [], 0) == ([], [])
     assert engine.drain_changes(0) == []

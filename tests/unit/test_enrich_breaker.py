@@ -12,10 +12,10 @@ from collections.abc import Collection, Mapping
 
 import msgspec
 
+import tests.support.observability as obs
 from stream.errors import TransientError
-from stream.models import EnrichedEvent, Event, ServiceInfo
+from stream.pipelines.observability import EnrichedEvent, Event, ServiceInfo
 from stream.resilience.circuit_breaker import BreakerState, CircuitBreaker
-from stream.stages.enrich import Enricher
 
 T0 = 1_700_000_000_000
 
@@ -62,7 +62,7 @@ def test_outage_degrades_then_breaker_opens_then_recovery_closes_it() -> None:
     breaker = CircuitBreaker(
         "reference-test", failure_threshold=3, recovery_timeout=10.0, clock=clock
     )
-    enricher = Enricher(lookup, breaker=breaker)
+    enricher = obs.enricher(lookup, breaker)
 
     healthy = enricher.enrich(*batch("svc-0", "svc-1"))
     assert healthy.degraded == 0
@@ -100,7 +100,7 @@ def test_a_failed_probe_reopens_the_breaker() -> None:
     breaker = CircuitBreaker(
         "reference-probe", failure_threshold=1, recovery_timeout=5.0, clock=clock
     )
-    enricher = Enricher(lookup, breaker=breaker)
+    enricher = obs.enricher(lookup, breaker)
     lookup.down = True
     assert enricher.enrich(*batch("svc-1")).degraded == 1
     assert breaker.state is BreakerState.OPEN

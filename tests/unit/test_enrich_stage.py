@@ -6,8 +6,9 @@ from collections.abc import Collection, Mapping
 
 import orjson
 
+import tests.support.observability as obs
 from stream.errors import TransientError
-from stream.models import ServiceInfo, enriched_decoder, event_decoder
+from stream.pipelines.observability import ServiceInfo, enriched_decoder, event_decoder
 from stream.stages.enrich import Enricher, ReferenceTable
 
 
@@ -44,7 +45,7 @@ def table() -> ReferenceTable:
 
 def test_known_and_unknown_services_and_scores() -> None:
     out, unknown, degraded = run(
-        Enricher(table()),
+        obs.enricher(table()),
         [raw("checkout", "error"), raw("search", "info"), raw("ghost", "critical")],
     )
     assert out[0]["enrichment"] == {
@@ -66,7 +67,7 @@ def test_known_and_unknown_services_and_scores() -> None:
 
 
 def test_output_keeps_input_fields_and_is_valid_json() -> None:
-    out, _, _ = run(Enricher(table()), [raw("checkout", custom_field="kept") + b"  \n"])
+    out, _, _ = run(obs.enricher(table()), [raw("checkout", custom_field="kept") + b"  \n"])
     assert out[0]["custom_field"] == "kept"
     assert out[0]["source"] == "checkout"
 
@@ -74,14 +75,14 @@ def test_output_keeps_input_fields_and_is_valid_json() -> None:
 def test_reserved_output_keys_in_input_are_not_duplicated() -> None:
     value = raw("checkout", enrichment="spoofed", event_time_ms=1)
     events = [event_decoder.decode(value)]
-    result = Enricher(table()).enrich(events, [5], [value])
+    result = obs.enricher(table()).enrich(events, [5], [value])
     assert result.values[0].count(b'"enrichment"') == 1
     assert orjson.loads(result.values[0])["event_time_ms"] == 5
 
 
 def test_reference_updates_invalidate_the_cache() -> None:
     t = table()
-    enricher = Enricher(t)
+    enricher = obs.enricher(t)
     assert run(enricher, [raw("ghost")])[0][0]["enrichment"]["known_service"] is False
     t.apply([("ghost", ServiceInfo(team="spooky", tier=2))])
     assert run(enricher, [raw("ghost")])[0][0]["enrichment"]["team"] == "spooky"
@@ -122,7 +123,7 @@ class CountingBreaker:
 def test_failing_lookup_degrades_instead_of_blocking_and_breaker_stops_calls() -> None:
     lookup = FlakyLookup()
     breaker = CountingBreaker(open_after=2)
-    enricher = Enricher(lookup, breaker=breaker)
+    enricher = obs.enricher(lookup, breaker)
     batch = [raw("a"), raw("b"), raw("a", "info")]
     for _ in range(4):
         out, _, degraded = run(enricher, batch)

@@ -21,7 +21,7 @@ from stream.loadgen.generator import (
     generate,
 )
 from stream.loadgen.reference import reference_data
-from stream.models import event_decoder
+from stream.pipelines.observability import event_decoder
 
 N = 10_000
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from stream.models import Event
+import tests.support.observability as obs
+from stream.pipelines.observability import Event
 from stream.stages import validate as v
 from stream.stages.validate import Validator
 
@@ -26,7 +27,7 @@ def event(**overrides: object) -> bytes:
 
 @pytest.fixture
 def validator() -> Validator:
-    return Validator(max_event_bytes=2048, max_future_ms=60_000, clock=lambda: NOW_MS / 1000)
+    return obs.validator(max_event_bytes=2048, max_future_ms=60_000, clock=lambda: NOW_MS / 1000)
 
 
 def test_valid_events_pass_with_times_and_positions(validator: Validator) -> None:
