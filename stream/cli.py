@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stream.commands.plan",
     "stream.commands.ingest",
     "stream.commands.sink",
+    "stream.commands.schema",
     "stream.commands.registry",
 )
 
