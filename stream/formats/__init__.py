@@ -55,7 +55,7 @@ def make_decoder(
     if format == "protobuf":
         from stream.formats.protobuf import ProtobufDecoder
 
-        return ProtobufDecoder(client, registry_url)
+        return ProtobufDecoder(client, registry_url, basic_auth)
     from stream.formats.decoders import RegistryDecoder
 
     return RegistryDecoder(format, client, registry_url)

@@ -28,7 +28,7 @@ from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from stream.errors import ConfigError, StreamError, TransientError
 
-REQUEST_TIMEOUT_S: Final = 5.0
+REQUEST_TIMEOUT_S: Final = 10.0
 LATEST_TTL_S: Final = 30.0
 SCHEMA_NOT_FOUND: Final = 40403
 SUBJECT_NOT_FOUND: Final = 40401

@@ -8,23 +8,21 @@ classes, so this decoder builds the message class from the *writer* schema itsel
 1. the header is read with confluent-kafka's :class:`SchemaId` (magic byte, schema id,
    the zig-zag varint list of message indexes that picks the message inside the file);
 2. the writer schema is fetched once per id as a serialized ``FileDescriptorProto``
-   (``GET /schemas/ids/<id>?format=serialized``, what Confluent Schema Registry serves,
-   base64), its references fetched the same way, and the well-known types
-   (``google/protobuf/*.proto``) come from the installed protobuf runtime;
-3. the message class comes from a private :class:`DescriptorPool` per schema id, the
-   payload is parsed into it and converted with ``json_format.MessageToDict``
-   (field names as declared, fields at their default values included — the proto3 JSON
-   mapping otherwise, so 64-bit integers are JSON strings and enums their names).
-
-**Limitation (measured with Apicurio Registry 3.3.3)**: Apicurio's ccompat API answers
-``?format=serialized`` with the descriptor's bytes decoded as UTF-8 text, so every byte
-≥ 0x80 (any length or field number ≥ 128, non-ASCII names, …) arrives as U+FFFD and the
-descriptor cannot be recovered. A descriptor that came through intact (all bytes < 0x80,
-typical of small schemas) is used; otherwise decoding stops with a
-:class:`~stream.errors.ConfigError` naming the schema id — never a flood of rejects, since
-every record of that schema would fail alike. With Confluent Schema Registry (base64)
-there is no such limit. Parsing ``.proto`` text instead would need ``protoc``
-(grpcio-tools) or a .proto → descriptor compiler, which the project does not carry yet.
+   (``GET /schemas/ids/<id>?format=serialized``; Confluent Schema Registry answers in
+   base64), its references the same way; the well-known types (``google/protobuf/*``)
+   come from the installed protobuf runtime;
+3. **Apicurio Registry** (3.3.3, measured) answers ``format=serialized`` with the
+   descriptor's bytes decoded as UTF-8 text: every byte >= 0x80 (any length or field
+   number >= 128 — all but the smallest schemas) arrives as U+FFFD and cannot be
+   recovered. Then the ``.proto`` *text* is fetched instead (with its references) and
+   compiled with protoc from ``grpcio-tools`` (the ``protobuf`` extra), in-process, once
+   per schema id. Without grpcio-tools that case is a :class:`~stream.errors.ConfigError`
+   naming the schema id and the extra — never a flood of rejects, since every record of
+   that schema would fail alike;
+4. the message class comes from a private :class:`DescriptorPool` per schema id, the
+   payload is parsed into it and converted with ``json_format.MessageToDict``: field
+   names as declared, fields at their default values included, otherwise the proto3 JSON
+   mapping (64-bit integers are JSON strings, enums their names, bytes base64).
 """
 
 from __future__ import annotations
@@ -33,8 +31,10 @@ import base64
 import binascii
 import contextlib
 import io
+import tempfile
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -52,7 +52,13 @@ from stream.formats.base import (
     framing_problem,
     json_default,
 )
-from stream.formats.client import RegistryClient, describe, is_not_found, registry_failure
+from stream.formats.client import (
+    RegistryClient,
+    describe,
+    is_not_found,
+    make_client,
+    registry_failure,
+)
 from stream.formats.decoders import UNKNOWN_ID_TTL_S
 from stream.stages import Reject
 
@@ -62,9 +68,11 @@ class ProtobufDecoder:
 
     format: Format = "protobuf"
 
-    def __init__(self, client: RegistryClient, url: str) -> None:
+    def __init__(self, client: RegistryClient, url: str, basic_auth: str | None = None) -> None:
         self._client = client
         self._url = url
+        self._basic_auth = basic_auth
+        self._text: RegistryClient | None = None
         self._pools: dict[int, tuple[DescriptorPool, descriptor_pb2.FileDescriptorProto]] = {}
         self._classes: dict[tuple[int, tuple[int, ...]], type[Message]] = {}
         self._unknown_ids: dict[int, tuple[float, str]] = {}  # id -> (when, why)
@@ -124,27 +132,11 @@ class ProtobufDecoder:
             return known_unknown[1]
         loaded = self._pools.get(schema_id)
         if loaded is None:
-            try:
-                schema = self._client.get_schema(schema_id, fmt="serialized")
-            except Exception as exc:
-                failure = registry_failure(exc, self._url)
-                if failure is not None:
-                    raise failure from exc
-                reason = f"schema id {schema_id} is not in the registry at {self._url}"
-                if not is_not_found(exc):
-                    reason = f"schema id {schema_id} could not be read: {describe(exc)}"
-                self._unknown_ids[schema_id] = (time.monotonic(), reason)
-                return reason
-            if getattr(schema, "schema_type", "PROTOBUF") != "PROTOBUF":
-                reason = f"schema id {schema_id} is a {schema.schema_type} schema, not Protobuf"
-                self._unknown_ids[schema_id] = (time.monotonic(), reason)
-                return reason
-            pool = _new_pool()
-            for reference in schema.references or ():
-                self._add_reference(pool, reference, schema_id)
-            file_proto = _descriptor_proto(schema.schema_str, f"schema id {schema_id}")
-            pool.Add(file_proto)
-            loaded = self._pools[schema_id] = (pool, file_proto)
+            found = self._load(schema_id)
+            if isinstance(found, str):
+                self._unknown_ids[schema_id] = (time.monotonic(), found)
+                return found
+            loaded = self._pools[schema_id] = found
         pool, file_proto = loaded
         try:
             descriptor = _message_descriptor(pool, file_proto, indexes)
@@ -154,11 +146,58 @@ class ProtobufDecoder:
         self._classes[(schema_id, indexes)] = cls
         return cls
 
-    def _add_reference(self, pool: DescriptorPool, reference: Any, schema_id: int) -> None:
+    def _load(
+        self, schema_id: int
+    ) -> tuple[DescriptorPool, descriptor_pb2.FileDescriptorProto] | str:
+        """Schema ``schema_id``'s file in a pool of its own, or why it is unknown."""
+        schema = self._fetch(
+            lambda: self._client.get_schema(schema_id, fmt="serialized"), schema_id
+        )
+        if isinstance(schema, str):
+            return schema
+        if getattr(schema, "schema_type", "PROTOBUF") != "PROTOBUF":
+            return f"schema id {schema_id} is a {schema.schema_type} schema, not Protobuf"
         try:
-            registered = self._client.get_version(
-                reference.subject, reference.version, fmt="serialized"
-            )
+            pool = _new_pool()
+            for reference in schema.references or ():
+                self._add_serialized_reference(pool, reference, schema_id)
+            file_proto = _serialized_descriptor(schema.schema_str)
+            pool.Add(file_proto)
+            return pool, file_proto
+        except _Unusable:
+            pass  # Apicurio: compile the .proto text instead
+        text = self._fetch(lambda: self._text_client().get_schema(schema_id), schema_id)
+        if isinstance(text, str):
+            return text
+        files = {f"schema_{schema_id}.proto": text.schema_str}
+        for reference in text.references or ():
+            self._collect_text_reference(files, reference, schema_id)
+        pool = _new_pool()
+        main = _compile(files, f"schema_{schema_id}.proto", pool, schema_id)
+        return pool, main
+
+    def _fetch(self, call: Any, schema_id: int) -> Any:
+        try:
+            return call()
+        except Exception as exc:
+            failure = registry_failure(exc, self._url)
+            if failure is not None:
+                raise failure from exc
+            if is_not_found(exc):
+                return f"schema id {schema_id} is not in the registry at {self._url}"
+            return f"schema id {schema_id} could not be read: {describe(exc)}"
+
+    def _text_client(self) -> RegistryClient:
+        """A second client: confluent-kafka caches schemas by id whatever the format asked."""
+        if self._text is None:
+            self._text = make_client(self._url, self._basic_auth)
+        return self._text
+
+    def _reference(
+        self, client: RegistryClient, reference: Any, schema_id: int, fmt: str | None
+    ) -> Any:
+        try:
+            return client.get_version(reference.subject, reference.version, fmt=fmt).schema
         except Exception as exc:
             failure = registry_failure(exc, self._url)
             if failure is not None:
@@ -168,13 +207,31 @@ class ProtobufDecoder:
                 f"its reference {reference.name} ({reference.subject} v{reference.version}) "
                 f"could not be read: {describe(exc)}",
             ) from exc
-        nested = registered.schema
+
+    def _add_serialized_reference(
+        self, pool: DescriptorPool, reference: Any, schema_id: int
+    ) -> None:
+        nested = self._reference(self._client, reference, schema_id, "serialized")
         for inner in nested.references or ():
-            self._add_reference(pool, inner, schema_id)
-        proto = _descriptor_proto(nested.schema_str, f"reference {reference.name}")
+            self._add_serialized_reference(pool, inner, schema_id)
+        proto = _serialized_descriptor(nested.schema_str)
         proto.name = reference.name
         with contextlib.suppress(TypeError):  # already added through another reference
             pool.Add(proto)
+
+    def _collect_text_reference(
+        self, files: dict[str, str], reference: Any, schema_id: int
+    ) -> None:
+        if reference.name in files:
+            return
+        nested = self._reference(self._text_client(), reference, schema_id, None)
+        files[reference.name] = nested.schema_str
+        for inner in nested.references or ():
+            self._collect_text_reference(files, inner, schema_id)
+
+
+class _Unusable(Exception):
+    """The registry's serialized descriptor cannot be recovered."""
 
 
 def _new_pool() -> DescriptorPool:
@@ -203,9 +260,9 @@ def _new_pool() -> DescriptorPool:
     return pool
 
 
-def _descriptor_proto(schema_str: str, what: str) -> descriptor_pb2.FileDescriptorProto:
-    """The ``FileDescriptorProto`` from a ``format=serialized`` answer: base64 (Confluent),
-    or raw bytes as text (Apicurio) when they survived the trip intact."""
+def _serialized_descriptor(schema_str: str) -> descriptor_pb2.FileDescriptorProto:
+    """The ``FileDescriptorProto`` of a ``format=serialized`` answer: base64 (Confluent), or
+    raw bytes as text when they came through intact (Apicurio, small schemas)."""
     candidates: list[bytes] = []
     with contextlib.suppress(binascii.Error, ValueError):
         candidates.append(base64.b64decode(schema_str, validate=True))
@@ -218,14 +275,61 @@ def _descriptor_proto(schema_str: str, what: str) -> descriptor_pb2.FileDescript
             continue
         if proto.message_type or proto.enum_type:
             return proto
-    raise ConfigError(
-        what,
-        "the registry did not return a usable serialized Protobuf descriptor "
-        "(GET /schemas/ids/<id>?format=serialized); Apicurio Registry returns the "
-        "descriptor's bytes as UTF-8 text, which loses every byte >= 0x80. Decode this "
-        "topic's Protobuf with a Confluent Schema Registry, or produce it as Avro or "
-        "JSON Schema",
-    )
+    raise _Unusable
+
+
+def _compile(
+    files: dict[str, str], main: str, pool: DescriptorPool, schema_id: int
+) -> descriptor_pb2.FileDescriptorProto:
+    """Compile ``.proto`` texts (name -> text) with protoc (grpcio-tools), add them to
+    ``pool`` and return ``main``'s descriptor."""
+    try:
+        from grpc_tools import protoc
+    except ImportError as exc:
+        raise ConfigError(
+            f"schema id {schema_id}",
+            "the registry serves this Protobuf schema only as .proto text (Apicurio Registry "
+            "mangles the serialized form), and compiling it needs protoc from grpcio-tools: "
+            "pip install 'stream-processor[protobuf]'",
+        ) from exc
+    from importlib import resources
+
+    includes = resources.files("grpc_tools") / "_proto"
+    with tempfile.TemporaryDirectory(prefix="stream-proto-") as directory:
+        root = Path(directory)
+        for name, text in files.items():
+            target = root / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        output = root / "descriptor-set.pb"
+        code = protoc.main(
+            [
+                "protoc",
+                f"-I{root}",
+                f"-I{includes}",
+                f"--descriptor_set_out={output}",
+                "--include_imports",
+                main,
+            ]
+        )
+        if code != 0 or not output.is_file():
+            raise ConfigError(
+                f"schema id {schema_id}",
+                f"protoc could not compile its .proto text (exit code {code}; its message is "
+                "on standard error)",
+            )
+        descriptor_set = descriptor_pb2.FileDescriptorSet.FromString(output.read_bytes())
+    found: descriptor_pb2.FileDescriptorProto | None = None
+    for file_proto in descriptor_set.file:
+        try:
+            pool.FindFileByName(file_proto.name)
+        except KeyError:
+            pool.Add(file_proto)
+        if file_proto.name == main:
+            found = file_proto
+    if found is None:
+        raise ConfigError(f"schema id {schema_id}", "protoc produced no descriptor for it")
+    return found
 
 
 def _message_descriptor(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -331,14 +332,29 @@ def test_protobuf_decodes_without_a_generated_class(registry_url: str) -> None:
     ]
 
 
-def test_protobuf_schema_apicurio_cannot_serve_is_a_config_error(registry_url: str) -> None:
-    """Documented limitation: Apicurio returns serialized descriptors as UTF-8 text, so a
-    descriptor with bytes >= 0x80 (here field number 200) cannot be recovered."""
+def test_protobuf_schema_apicurio_mangles_is_compiled_from_its_text(
+    registry_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Apicurio returns serialized descriptors as UTF-8 text, so one with bytes >= 0x80
+    (here field number 200, a nested enum, a well-known import) comes from the .proto
+    text through protoc instead; without grpcio-tools that is one clear ConfigError."""
     topic = unique_name("proto-big")
-    proto = 'syntax = "proto3";\npackage demo;\nmessage Wide { int32 far = 200; }\n'
+    proto = (
+        'syntax = "proto3";\npackage demo;\nimport "google/protobuf/timestamp.proto";\n'
+        "message Wide {\n  enum Level { LOW = 0; HIGH = 1; }\n  int32 far = 200;\n"
+        "  Level level = 2;\n  google.protobuf.Timestamp at = 3;\n"
+        "  map<string, int64> counts = 4;\n}\n"
+    )
     schema_id = _register_text(registry_url, f"{topic}-value", proto, "PROTOBUF")
-    value = b"\x00" + schema_id.to_bytes(4, "big") + b"\x00" + b"\xc0\x0c\x01"
-    with pytest.raises(ConfigError, match="Apicurio Registry returns the descriptor's bytes"):
+    payload = b"\xc0\x0c\x07" + b"\x10\x01" + b"\x1a\x02\x08\x3c" + b"\x22\x05\x0a\x01k\x10\x02"
+    value = b"\x00" + schema_id.to_bytes(4, "big") + b"\x00" + payload
+    out, rejects = make_decoder("protobuf", registry_url).decode_batch(topic, [value])
+    assert rejects == []
+    assert decoded(out) == [
+        {"far": 7, "level": "HIGH", "at": "1970-01-01T00:01:00Z", "counts": {"k": "2"}}
+    ]
+    monkeypatch.setitem(sys.modules, "grpc_tools", None)  # as if the extra were not installed
+    with pytest.raises(ConfigError, match=r"stream-processor\[protobuf\]"):
         make_decoder("protobuf", registry_url).decode_batch(topic, [value])
 
 
