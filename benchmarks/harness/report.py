@@ -2,7 +2,9 @@
 
 The table is Markdown, readable on a terminal and pasted as is into
 ``benchmarks/README.md``. Ratios compare each row's events/s with the Quix and
-Faust peers and with the ceiling, from the same run only.
+Faust peers and with the ceiling, from the same run only. The last column names
+the Kafka client each row ran: the peers run in their own environments
+(``benchmarks.peers.envs``), so the product's client is not theirs.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ def machine_info(kafka_version: str | None, bootstrap: str, private_broker: bool
         "python": platform.python_version(),
         "kafka": kafka_version or "unknown (external broker)",
         "broker": "private local broker" if private_broker else f"external ({bootstrap})",
+        # the product's environment (the ceiling and stream rows); each row's own
+        # client versions are in its "clients"
         "confluent_kafka": _version("confluent-kafka"),
         "librdkafka": confluent_kafka.libversion()[0],
-        "quixstreams": _version("quixstreams"),
         "faust": _version("faust-streaming"),
     }
 
@@ -92,6 +95,7 @@ HEADER = (
     "p50 ms",
     "p99 ms",
     "status",
+    "client",
 )
 _RIGHT = frozenset(range(1, 9))
 
@@ -132,7 +136,21 @@ def _cells(row: Row, rates: Mapping[str, float]) -> list[str]:
         _number(latency.p50_ms if latency else None, 1),
         _number(latency.p99_ms if latency else None, 1),
         row.status,
+        client_text(row.clients),
     ]
+
+
+def client_text(clients: Mapping[str, str]) -> str:
+    """The Kafka client a row ran, short: ``confluent-kafka 2.16.1 / librdkafka 2.16.0``,
+    ``aiokafka 0.14.0``, ``kafka-clients 4.3.1`` (framework versions are in the JSON)."""
+    if "aiokafka" in clients:  # Faust's transport (its confluent-kafka only creates a topic)
+        return f"aiokafka {clients['aiokafka']}"
+    if "librdkafka" in clients:
+        python_client = clients.get("confluent-kafka", "?")
+        return f"confluent-kafka {python_client} / librdkafka {clients['librdkafka']}"
+    if "kafka-clients" in clients:
+        return f"kafka-clients {clients['kafka-clients']}"
+    return ", ".join(f"{k} {v}" for k, v in clients.items()) or "—"
 
 
 def _number(value: float | None, digits: int = 0) -> str:

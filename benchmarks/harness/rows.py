@@ -14,11 +14,14 @@ STREAM: Final = "stream"
 STREAM_X2: Final = "stream-x2"
 QUIX: Final = "quix"
 FAUST: Final = "faust-per-event"
+KSTREAMS: Final = "kstreams"
 #: Every row, in the order they run and are printed.
-ROW_NAMES: Final = (CEILING, STREAM, STREAM_X2, QUIX, FAUST)
+ROW_NAMES: Final = (CEILING, STREAM, STREAM_X2, QUIX, FAUST, KSTREAMS)
 #: Rows that can also measure latency at a fixed offered rate (the ceiling's is the floor:
 #: what client + broker alone add).
-LATENCY_ROWS: Final = (CEILING, STREAM, QUIX, FAUST)
+LATENCY_ROWS: Final = (CEILING, STREAM, QUIX, FAUST, KSTREAMS)
+#: Rows that run in their own environment (benchmarks/peers/envs.py), not the product's.
+PEER_ROWS: Final = (QUIX, FAUST, KSTREAMS)
 
 DESCRIPTIONS: Final = {
     CEILING: "consume + produce the same records, no processing (client + broker limit)",
@@ -26,6 +29,8 @@ DESCRIPTIONS: Final = {
     STREAM_X2: "two `stream worker` processes in one consumer group (group throughput)",
     QUIX: "the same pipeline in Quix Streams (benchmarks/peers/quix_pipeline.py)",
     FAUST: "the same pipeline as per-event Faust agents (benchmarks/peers/faust_per_event.py)",
+    KSTREAMS: "the same pipeline in Kafka Streams (benchmarks/peers/kstreams), best of 1 and 2 "
+    "stream threads",
 }
 
 OK: Final = "ok"
@@ -87,6 +92,9 @@ class Row:
     #: What ``outputs`` must be for the row to be correct.
     expected_outputs: dict[str, int] = field(default_factory=dict)
     latency: Latency | None = None
+    #: Kafka client (and framework) versions the row ran, e.g. confluent-kafka and
+    #: librdkafka for the Python rows, kafka-clients for Kafka Streams.
+    clients: dict[str, str] = field(default_factory=dict)
     #: Why latency was not measured, or a remark about it.
     latency_note: str | None = None
     #: Why the row failed, or remarks (e.g. a rebalance during the run).
@@ -113,6 +121,7 @@ class Row:
             "peak_rss_mb": _round(self.peak_rss_mb, 1),
             "outputs": self.outputs,
             "expected_outputs": self.expected_outputs,
+            "clients": self.clients,
             "latency_ms": self.latency.as_dict() if self.latency else None,
             "latency_note": self.latency_note,
             "notes": self.notes,

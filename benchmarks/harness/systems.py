@@ -212,8 +212,9 @@ class WorkerGroup(System):
 
 
 class ProgramSystem(System):
-    """A ``python -m <module>`` program that handles ``--expect`` records, prints a JSON
-    line and exits (a peer pipeline or the ceiling)."""
+    """A program that handles ``--expect`` records, prints a JSON line and exits (a peer
+    pipeline or the ceiling). ``command`` is its argv before ``args``: ``python -m
+    <module>`` (this interpreter, or a peer's own virtual environment) or ``java ... -jar``."""
 
     def __init__(
         self,
@@ -221,13 +222,13 @@ class ProgramSystem(System):
         topics: TopicSet,
         cluster: Cluster,
         run_dir: Path,
-        module: str,
+        command: Sequence[str],
         args: Sequence[str],
         output_topics: tuple[str, ...] | None = None,
     ) -> None:
         super().__init__(name, topics, cluster)
         self._outputs = output_topics
-        argv = [sys.executable, "-m", module, *args]
+        argv = [*command, *args]
         # the peers keep state (RocksDB, Faust data) in temporary directories: inside
         # the run directory they are deleted with it
         env = child_env({"TMPDIR": str(run_dir)})
@@ -268,6 +269,11 @@ def program_result(child: ChildProcess) -> dict[str, Any]:
     raise RuntimeError(f"{child.label} printed no result line: {child.log_tail()}")
 
 
+def python_module(module: str) -> tuple[str, ...]:
+    """The command that runs ``module`` with this interpreter."""
+    return (sys.executable, "-m", module)
+
+
 def peer_args(
     bootstrap: str, topics: TopicSet, expect: int, reference_json: Path, timeout: float
 ) -> list[str]:
@@ -277,4 +283,24 @@ def peer_args(
         *("--correlations", topics.correlations, "--dlq", topics.dlq),
         *("--group", topics.group, "--expect", str(expect)),
         *("--reference-json", str(reference_json), "--timeout", f"{timeout:g}"),
+    ]
+
+
+def kstreams_args(
+    bootstrap: str,
+    topics: TopicSet,
+    expect: int,
+    timeout: float,
+    threads: int,
+    warmup_records: int,
+    state_dir: Path,
+) -> list[str]:
+    """The command line of the Kafka Streams peer (``benchmarks/peers/kstreams``): it
+    enriches from a GlobalKTable over the reference topic, not from a JSON file."""
+    return [
+        *("--bootstrap", bootstrap, "--input", topics.input, "--enriched", topics.enriched),
+        *("--correlations", topics.correlations, "--dlq", topics.dlq),
+        *("--reference", topics.reference, "--group", topics.group, "--expect", str(expect)),
+        *("--threads", str(threads), "--warmup-records", str(warmup_records)),
+        *("--state-dir", str(state_dir), "--timeout", f"{timeout:g}"),
     ]

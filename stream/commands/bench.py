@@ -21,12 +21,19 @@ Against one broker and the same pre-produced input, run in turn:
   stream-x2        two workers in one consumer group (group throughput, no loss)
   quix             the same pipeline in Quix Streams (benchmarks/peers/quix_pipeline.py)
   faust-per-event  the same pipeline as per-event Faust agents (benchmarks/peers/faust_per_event.py)
+  kstreams         the same pipeline in Kafka Streams (benchmarks/peers/kstreams; Java 17+ and
+                   Maven), after a JIT warm-up pass, best of 1 and 2 stream threads
 
 and report for each: events/s, CPU seconds per million events, peak RSS, and
 end-to-end latency p50/p99 (input produce time -> output append time) at a fixed
 offered rate. Every row's outputs are checked against the generator's ground
 truth (enriched + dead-lettered == input); a wrong count marks the row FAILED,
 a row past --timeout is killed and marked TIMEOUT.
+
+Each peer runs in its own environment, built on first use and cached in
+$STREAM_HOME (default ./.stream): a virtual environment per Python peer, the
+Kafka Streams jar built with `mvn package`. Without Java or Maven the kstreams
+row is skipped.
 
 The broker is $STREAM_BOOTSTRAP_SERVERS (or --bootstrap-servers); without one a
 private local Kafka is started and stopped. Results: a table on the terminal and
@@ -39,8 +46,8 @@ examples:
 """
 
 
-ROWS_HELP = "ceiling, stream, stream-x2, quix, faust-per-event"
-DEFAULT_LATENCY_ROWS = "ceiling,stream,quix,faust-per-event"
+ROWS_HELP = "ceiling, stream, stream-x2, quix, faust-per-event, kstreams"
+DEFAULT_LATENCY_ROWS = "ceiling,stream,quix,faust-per-event,kstreams"
 
 
 def register(subparsers: Any) -> None:
