@@ -225,7 +225,8 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     """
     file = Path(path) if path is not None else None
     data = _read_yaml(file) if file is not None else {}
-    if not any(key in data for key in _OWN_SHAPE_KEYS):
+    own_shape = any(key in data for key in _OWN_SHAPE_KEYS)
+    if not own_shape:
         base = _read_yaml(DEFAULT_PIPELINE)
         topics = {**base.pop("topics", {}), **(data.pop("topics", None) or {})}
         data = {**base, **data, "topics": topics}
@@ -248,6 +249,12 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     if "rules" in data:
         correlate = dict(data.get("correlate") or {})
         correlate["rules"] = data.pop("rules")
+        data["correlate"] = correlate
+    if own_shape:
+        # A pipeline of its own shape has no rules unless it declares them (the bundled
+        # pipeline's default rule names fields only that shape has).
+        correlate = dict(data.get("correlate") or {})
+        correlate.setdefault("rules", [])
         data["correlate"] = correlate
     if data.get("schema_file") and not Path(data["schema_file"]).is_absolute():
         data["schema_file"] = str(source.parent / data["schema_file"])

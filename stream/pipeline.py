@@ -58,7 +58,10 @@ def compile_schema(settings: Settings) -> CompiledSchema:
         return compile_inline_schema(settings.schema_inline, source=settings.pipeline_file or "")
     if settings.schema_file is None:
         raise ConfigError("schema", "a pipeline needs schema_file or schema")
-    return load_schema_file(Path(settings.schema_file))
+    path = Path(settings.schema_file)
+    if not path.is_file():
+        raise ConfigError("schema_file", f"cannot read {path}: no such file")
+    return load_schema_file(path)
 
 
 def build_stages(

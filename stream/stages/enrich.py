@@ -100,7 +100,9 @@ class Join:
         parts.extend((value or {}).items())
         return b",".join(b"%s:%s" % (orjson.dumps(k), orjson.dumps(v)) for k, v in parts)
 
-    def keep(self, value: Mapping[str, Any]) -> dict[str, Any]:
+    def keep(self, value: Mapping[str, Any] | msgspec.Struct) -> dict[str, Any]:
+        if isinstance(value, msgspec.Struct):  # typed reference values (connectors, tests)
+            value = msgspec.structs.asdict(value)
         wanted = self.fields
         items = value.items() if wanted is None else ((k, value.get(k)) for k in wanted)
         return {k: v for k, v in items if v is not None}

@@ -29,11 +29,13 @@ def stages(
     return build_stages(settings, {"service": lookup or ReferenceTable()}, breakers)
 
 
-def validator(**limits: Any) -> Validator:
-    if not limits:
-        return stages().validator
+def validator(clock: Any = None, **limits: Any) -> Validator:
+    """The bundled pipeline's validate stage with other limits (``ValidationConfig``) or clock."""
     validation = SETTINGS.validation.model_copy(update=limits)
-    return stages(validation=validation).validator
+    built = stages(validation=validation).validator
+    if clock is not None:
+        built._clock = clock
+    return built
 
 
 def enricher(lookup: ReferenceLookup, breaker: Breaker | None = None) -> Enricher:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+import tests.support.observability as obs
 from stream.errors import ConfigError
 from stream.windows.spec import (
     DEFAULT_RULES,
@@ -121,14 +122,9 @@ rules:
             "advance",
         ),
         (_threshold(window={"type": "session"}), "rules[0].window.gap", "Field required"),
-        (_threshold(match={"sevrity": "error"}), "rules[0].match", "'sevrity'"),
-        (_threshold(match={"severity": "fatal"}), "rules[0].match", "fatal"),
-        (_threshold(match={"severity_at_least": "loud"}), "rules[0].match", "severity_at_least"),
-        (_threshold(group_by=["source", "host"]), "rules[0].group_by[1]", "'host'"),
         (_threshold(when="at least 5"), "rules[0].when", "invalid condition"),
         (_threshold(aggregate="median(value)"), "rules[0].aggregate", "median"),
         (_threshold(aggregate="sum"), "rules[0].aggregate", "needs a field"),
-        (_threshold(aggregate="avg(latency)"), "rules[0].aggregate", "'latency'"),
         (_threshold(windw={"type": "tumbling", "size": "1s"}), "rules[0].windw", "Extra"),
         (_threshold(kind="treshold"), "rules[0].kind", "treshold"),
         ({"name": "r", "window": {"type": "tumbling", "size": "1s"}}, "rules[0].kind", "required"),
@@ -173,6 +169,27 @@ def test_errors_name_the_field(rule: dict[str, object], field: str, message: str
     assert caught.value.field == field
     assert message in caught.value.reason
     assert str(caught.value).startswith(f"invalid configuration: {field}: ")
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        (_threshold(match={"sevrity": "error"}), "unknown field 'sevrity'"),
+        (_threshold(match={"severity": "fatal"}), "unknown value(s) ['fatal']"),
+        (_threshold(match={"severity_at_least": "loud"}), "at_least severity: 'loud'"),
+        (_threshold(match={"at_least": {"source": "x"}}), "'source' declares no enum"),
+        (_threshold(group_by=["source", "host"]), "unknown field 'host'"),
+        (_threshold(aggregate="avg(latency)"), "unknown field 'latency'"),
+    ],
+)
+def test_fields_are_checked_against_the_schema(rule: dict[str, object], message: str) -> None:
+    """Rules parse on their own; the fields they name are checked when compiled
+    against the pipeline's schema (here the bundled one), before the worker starts."""
+    rules = parse_rules({"rules": [rule]})
+    with pytest.raises(ConfigError) as caught:
+        obs.correlator(rules)
+    assert caught.value.field == "correlate.rules[0]"
+    assert message in caught.value.reason
 
 
 def test_duplicate_names_are_rejected() -> None:
