@@ -188,7 +188,9 @@ def _plan(conf: dict[str, Any], topic: str, sample: int | None) -> tuple[dict[in
     from stream.errors import ConfigError
     from stream.kafka.reader import end_offsets
 
-    ends = end_offsets(conf, topic, committed_only=True)
+    # An admin client's metadata request would auto-create a mistyped topic on a broker
+    # with auto.create.topics.enable (Kafka's default); a read-only tool must not.
+    ends = end_offsets({**conf, "allow.auto.create.topics": False}, topic, committed_only=True)
     if not ends:
         raise ConfigError("--topic", f"topic {topic!r} does not exist")
     if sample is None:
