@@ -36,7 +36,7 @@ VERSION_NOT_FOUND: Final = 40402
 _TRANSIENT_STATUS: Final = frozenset({408, 429})
 
 
-class RegistryClient(SchemaRegistryClient):  # type: ignore[misc]  # untyped library class
+class RegistryClient(SchemaRegistryClient):  # type: ignore[misc,unused-ignore]  # untyped < 2.13
     """:class:`SchemaRegistryClient` whose latest-version lookups survive registry outages."""
 
     def __init__(self, conf: dict[str, Any]) -> None:

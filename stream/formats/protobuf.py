@@ -101,7 +101,7 @@ class ProtobufDecoder:
                 rejects.append(Reject(position, BAD_FRAMING, message))
                 out.append(None)
                 continue
-            schema_id: int = header.id
+            schema_id = header.id or 0
             indexes = tuple(header.message_indexes or (0,))
             cls = self._classes.get((schema_id, indexes))
             if cls is None:
