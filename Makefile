@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := prometheus prometheus-alertmanager postgresql openjdk-17-jre-headless maven
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps test test-unit test-fast lint format bench bench-smoke demo broker-start broker-stop clean
+.PHONY: help install system-deps test test-unit test-fast lint format bench bench-smoke demo broker-start broker-stop registry-start registry-stop clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -62,6 +62,12 @@ broker-start: install ## start the local Kafka broker on 127.0.0.1:9092
 
 broker-stop: install ## stop the local Kafka broker
 	$(BIN)/stream broker stop
+
+registry-start: install ## start the local schema registry (Apicurio, Java 21+) on 127.0.0.1:8081
+	$(BIN)/stream registry start
+
+registry-stop: install ## stop the local schema registry
+	$(BIN)/stream registry stop
 
 clean: ## remove the venv and local state (broker data, caches)
 	rm -rf $(VENV) .stream .pytest_cache .mypy_cache .ruff_cache
