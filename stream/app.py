@@ -45,9 +45,9 @@ from stream.errors import StreamError
 from stream.kafka.client import client_config
 from stream.kafka.producer import OutputProducer
 from stream.kafka.reader import read_partition_to_end
+from stream.lookups import TableFeeds, build_lookups
 from stream.observability import gcpause, metrics
 from stream.observability.tracing import BatchTracer
-from stream.lookups import TableFeeds, build_lookups
 from stream.pipeline import build_stages
 from stream.resilience.circuit_breaker import CircuitBreaker
 from stream.runner import Batch, BatchRunner

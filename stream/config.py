@@ -240,7 +240,9 @@ def load_settings(path: str | os.PathLike[str] | None = None, **overrides: Any) 
     if isinstance(data.get("enrich"), list):
         # YAML 1.1 reads a bare ``on:`` key as the boolean True.
         data["joins"] = [
-            {("on" if k is True else k): v for k, v in join.items()} if isinstance(join, dict) else join
+            {("on" if k is True else k): v for k, v in join.items()}
+            if isinstance(join, dict)
+            else join
             for join in data.pop("enrich")
         ]
     if "schema" in data:

@@ -120,7 +120,7 @@ class HttpLookup:
         url = self._url.replace(self._placeholder, urllib.parse.quote(key, safe=""))
         self.requests += 1
         try:
-            with urllib.request.urlopen(url, timeout=self._timeout) as response:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=self._timeout) as response:
                 body = response.read()
         except urllib.error.HTTPError as exc:
             if exc.code == 404:
@@ -183,7 +183,10 @@ def _join_lookup(
         )
     refresh = spec.postgres.refresh_interval / 1000
     reference = PostgresReference(
-        dsn, query=spec.postgres.query, key_column=spec.postgres.key_column, refresh_interval=refresh
+        dsn,
+        query=spec.postgres.query,
+        key_column=spec.postgres.key_column,
+        refresh_interval=refresh,
     )
     reference.start()
     return reference, _breaker(f"lookup-{spec.name}", min(refresh, 30.0))

@@ -164,7 +164,9 @@ def _validator(settings: Settings, struct: type[msgspec.Struct], plain: SchemaFi
     validation = settings.validation
     return Validator(
         msgspec.json.Decoder(struct),
-        EventTime(single_getter(plain, time_path, "event_time"), time_path, settings.event_time.unit),
+        EventTime(
+            single_getter(plain, time_path, "event_time"), time_path, settings.event_time.unit
+        ),
         max_event_bytes=validation.max_event_bytes,
         max_future_ms=validation.max_future_ms,
         min_event_time_ms=validation.min_event_time_ms,

@@ -62,10 +62,10 @@ from stream.kafka.producer import (
 from stream.models import Correlation, encoder
 from stream.observability import metrics
 from stream.observability.tracing import BatchTracer
+from stream.pipeline import Stages
 from stream.resilience.circuit_breaker import BreakerState, CircuitBreaker
 from stream.resilience.retry import RetryPolicy
 from stream.stages import Reject
-from stream.pipeline import Stages
 from stream.stages.enrich import EnrichResult
 from stream.stages.validate import (
     BAD_TIMESTAMP,
@@ -300,10 +300,13 @@ class BatchRunner:
             pauser.hold(BACKPRESSURE, owned, f"({queued} records queued for the broker)")
         elif queued <= self._low_water and BACKPRESSURE in pauser.reasons:
             pauser.release(BACKPRESSURE, owned, f"({queued} records queued)")
-        if LOOKUP in pauser.reasons and self._wall() >= self._lookup_retry_at:
-            if all(b.state is not BreakerState.OPEN for b in self._breakers):
-                # The next batch's lookup is the probe; if it fails, we pause again.
-                pauser.release(LOOKUP, owned, "(lookup breaker lets a probe through)")
+        if (
+            LOOKUP in pauser.reasons
+            and self._wall() >= self._lookup_retry_at
+            and all(b.state is not BreakerState.OPEN for b in self._breakers)
+        ):
+            # The next batch's lookup is the probe; if it fails, we pause again.
+            pauser.release(LOOKUP, owned, "(lookup breaker lets a probe through)")
 
     # -- processing -----------------------------------------------------------------------------
 

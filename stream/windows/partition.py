@@ -9,8 +9,7 @@ the state of partition 3 and nothing else. Consequently groups are formed
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from stream.models import Correlation
@@ -77,7 +76,11 @@ class PartitionState:
             events,
             times,
             event_id=self._event_id,
-            seq0=seq0, wm0=wm0, wm_end=wm_end, lateness=self._lateness)
+            seq0=seq0,
+            wm0=wm0,
+            wm_end=wm_end,
+            lateness=self._lateness,
+        )
         out: list[Correlation] = []
         late_per_rule: list[int] = []
         refused_per_rule: list[int] = []

@@ -68,6 +68,8 @@ def parse_duration(value: object) -> int:
 Duration = Annotated[int, BeforeValidator(parse_duration), Field(ge=0)]
 #: Like :data:`Duration` but strictly positive (window sizes, gaps, spans).
 PositiveDuration = Annotated[int, BeforeValidator(parse_duration), Field(gt=0)]
+
+
 def check_path_syntax(path: str) -> str:
     """A dotted field path (``amount``, ``shipping.country``); whether the pipeline's events
     have it is checked when the rule is compiled against the schema."""

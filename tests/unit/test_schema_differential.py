@@ -139,9 +139,11 @@ def guided_values(schema: Any) -> st.SearchStrategy[Any]:
         properties = schema["properties"]
         required = schema.get("required", [])
         optional = [n for n in properties if n not in required]
+        # null is drawn often on purpose: an optional property that is not nullable must
+        # reject it (UNSET is the absent marker, not None)
         return st.fixed_dictionaries(
             {n: guided_values(properties[n]) for n in required},
-            optional={n: guided_values(properties[n]) for n in optional},
+            optional={n: guided_values(properties[n]) | st.none() for n in optional},
         ) | st.dictionaries(st.sampled_from(NAMES), JSON_VALUES, max_size=2)
     if first == "object":
         inner = guided_values(schema.get("additionalProperties", True))
