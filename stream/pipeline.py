@@ -29,7 +29,7 @@ from stream.expressions import compile_derived
 from stream.fieldpaths import SchemaFields, single_getter
 from stream.schema import CompiledSchema, compile_inline_schema, load_schema_file
 from stream.stages.correlate import Correlator
-from stream.stages.enrich import Breaker, Enricher, Join, ReferenceLookup
+from stream.stages.enrich import Breaker, Enricher, Join, ReferenceLookup, ReferenceTable
 from stream.stages.validate import EventTime, Validator
 
 #: Encoded names of derived-field slots on decoded events (no real input uses them).
@@ -144,6 +144,11 @@ def _build(
         if "." not in path and any(info.optional)
     }
     return Stages(schema, plain, validator, enricher, correlator, output_key, optional)
+
+
+def check_pipeline(settings: Settings) -> Stages:
+    """Compile the pipeline with empty lookups: every start-up error, no I/O."""
+    return build_stages(settings, {join.name: ReferenceTable() for join in settings.joins})
 
 
 def build_validator(settings: Settings) -> Validator:

@@ -60,6 +60,9 @@ def run_worker(args: argparse.Namespace) -> int:
     settings = settings_from_args(args, **overrides)
     configure_logging(settings.log_format, settings.log_level)
     quiet_librdkafka()
+    from stream.pipeline import check_pipeline
+
+    check_pipeline(settings)  # a bad pipeline file fails before anything touches Kafka
     preflight(settings)
 
     if not args.no_uvloop:
