@@ -406,6 +406,40 @@ DRILLDOWN = (
         ),
     ),
     Row(
+        "Data quality",
+        (
+            p(
+                "Schema rejections by field and reason",
+                t(
+                    "topk(10, sum by (field, reason) "
+                    f"(rate(stream_validation_failures_total{{{INSTANCE}}}[{RATE}])))",
+                    "{{field}}: {{reason}}",
+                ),
+                unit="ops",
+                description="Records the pipeline's schema rejected (array indices folded to []).",
+            ),
+            p(
+                "Optional fields present (share of events)",
+                t(
+                    f"min by (field) (stream_field_presence_ratio{{{INSTANCE}}})",
+                    "{{field}}",
+                ),
+                unit="percentunit",
+                description="Sampled from each worker's last batch; a drop means producers "
+                "stopped sending a field.",
+            ),
+            p(
+                "Valid events dropped by a join (missing: drop)",
+                t(
+                    f"sum by (stage) (rate(stream_events_dropped_total{{{INSTANCE}}}[{RATE}]))",
+                    "{{stage}}",
+                ),
+                unit="ops",
+                width=24,
+            ),
+        ),
+    ),
+    Row(
         "Workers ($instance)",
         (
             p(

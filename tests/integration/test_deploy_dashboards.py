@@ -150,6 +150,11 @@ def synthetic_series() -> list[dict[str, str]]:
         _counter("stream_late_events_total", f'{w1},rule="burst"', 1),
         _counter("stream_correlations_emitted_total", f'{w1},rule="burst"', 5),
         _counter("stream_enrichment_degraded_total", w1, 2),
+        _counter(
+            "stream_validation_failures_total", f'{w1},field="items[].qty",reason="Expected"', 3
+        ),
+        _counter("stream_events_dropped_total", f'{w1},stage="enrich"', 1),
+        _gauge("stream_field_presence_ratio", f'{w1},field="entity"', "0.5x60"),
         _counter("stream_retries_total", f'{w1},operation="lookup"', 1),
         _counter("stream_rebalances_total", f'{w1},kind="assigned"', 0.1),
         _counter("stream_checkpoints_total", f'{w1},outcome="committed"', 15),
