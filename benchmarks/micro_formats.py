@@ -192,6 +192,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             lambda c: js_decoder.decode_batch(ctx["json_schema"].topic, c),
         )
 
+        js_raw = make_decoder("json_schema", url, validate_writer_schema=False)
+        run(
+            "json_schema (validate_writer_schema=False)",
+            framed_json,
+            lambda c: js_raw.decode_batch(ctx["json_schema"].topic, c),
+        )
+
         body = json.dumps({"schema": PROTO, "schemaType": "PROTOBUF"}).encode()
         request = urllib.request.Request(
             f"{url}/subjects/{ctx['protobuf'].topic}-value/versions",

@@ -305,6 +305,15 @@ def test_json_schema_decodes_and_checks_the_writer_schema(
     ]
     assert decoded(out) == [{"id": "j", "count": 3}, None, None, None, None, None]
 
+    passthrough = make_decoder("json_schema", registry_url, validate_writer_schema=False)
+    out, rejects = passthrough.decode_batch(topic, values)
+    assert [(r.position, r.error_class) for r in rejects] == [
+        (3, "bad_framing"),
+        (4, "unknown_schema"),
+    ]
+    # The payload goes on untouched; the pipeline's validation judges it.
+    assert out == [good[5:], b'{"id": 5}', b"{not json", None, None, None]
+
 
 def test_protobuf_decodes_without_a_generated_class(registry_url: str) -> None:
     topic = unique_name("proto")
