@@ -38,6 +38,8 @@ def unique_name(prefix: str) -> str:
 @pytest.fixture(autouse=True)
 def _broker_for_marked_tests(request: pytest.FixtureRequest) -> None:
     """Tests marked ``broker`` get the session broker even if they do not ask for it."""
+    if "kafka_cluster" in request.fixturenames:
+        return  # the test has its own cluster; no single broker needed
     if request.node.get_closest_marker("broker") is not None:
         request.getfixturevalue("kafka_bootstrap")
 
@@ -52,6 +54,15 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield from _container_broker()
     else:
         yield from _local_broker(tmp_path_factory.mktemp("kafka-home"))
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A local three-node Kafka cluster (RF 3, min ISR 2) for one test module, and a handle
+    to stop, kill, isolate or delay its nodes: see :mod:`tests.support.cluster`."""
+    from tests.support.cluster import running_cluster
+
+    yield from running_cluster(tmp_path_factory.mktemp("kafka-cluster-home"))
 
 
 @pytest.fixture(scope="session")

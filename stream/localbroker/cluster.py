@@ -251,7 +251,8 @@ def start(
         try:
             deadline = time.monotonic() + timeout
             for node in which:
-                pid = running_pid(chosen.paths(node))
+                # a just-launched pid is ours even before its exec shows in /proc/<pid>/cmdline
+                pid = launched[node][0] if node in launched else running_pid(chosen.paths(node))
                 if pid is None:
                     raise BrokerStartError(
                         f"node {node} of the cluster on port {port} is not running"

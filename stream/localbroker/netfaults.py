@@ -32,6 +32,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -213,9 +214,15 @@ def clear(layout: NetLayout, node: int) -> None:
         _run(tc, "qdisc", "del", "dev", layout.veth(node), "root", check=False)
 
 
-def pause(pid: int) -> None:
-    """SIGSTOP: the node stops answering (its sockets stay open), as a hung host would."""
+def pause(pid: int, timeout: float = 5.0) -> None:
+    """SIGSTOP: the node stops answering (its sockets stay open), as a hung host would.
+
+    Returns once the process is seen stopped (signal delivery is asynchronous).
+    """
     os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while not is_paused(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def resume(pid: int) -> None:
