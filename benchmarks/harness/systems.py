@@ -293,14 +293,17 @@ def kstreams_args(
     timeout: float,
     threads: int,
     warmup_records: int,
+    warmup_input: str,
     state_dir: Path,
 ) -> list[str]:
     """The command line of the Kafka Streams peer (``benchmarks/peers/kstreams``): it
-    enriches from a GlobalKTable over the reference topic, not from a JSON file."""
+    enriches from a GlobalKTable over the reference topic, not from a JSON file, and first
+    runs a JIT warm-up pass over ``warmup_records`` records of ``warmup_input``."""
     return [
         *("--bootstrap", bootstrap, "--input", topics.input, "--enriched", topics.enriched),
         *("--correlations", topics.correlations, "--dlq", topics.dlq),
         *("--reference", topics.reference, "--group", topics.group, "--expect", str(expect)),
         *("--threads", str(threads), "--warmup-records", str(warmup_records)),
+        *("--warmup-input", warmup_input),
         *("--state-dir", str(state_dir), "--timeout", f"{timeout:g}"),
     ]

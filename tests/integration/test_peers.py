@@ -1,4 +1,10 @@
-"""The peer pipelines (benchmarks/peers) against the generator's ground truth on a real broker."""
+"""The peer pipelines (benchmarks/peers) against the generator's ground truth on a real broker.
+
+Each peer runs the way ``stream bench`` runs it: the Python peers with the interpreter of
+their own virtual environment, Kafka Streams as the Maven-built jar
+(``benchmarks.peers.envs``; built once per machine into ``$STREAM_HOME``, skipped without
+Java or Maven).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer
 
+from benchmarks.peers import envs
+from stream.loadgen.broker import seed_reference_data
 from stream.loadgen.generator import GeneratorConfig, generate
 from stream.loadgen.producer import LoadOptions, run_load
 from stream.loadgen.reference import reference_data
@@ -76,8 +84,17 @@ def _read(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> l
     return records
 
 
+def _peer_env(name: str) -> envs.PeerEnv:
+    try:
+        return envs.prepare(name)
+    except envs.PeerUnavailable as exc:
+        if exc.missing:
+            pytest.skip(str(exc))
+        raise
+
+
 @pytest.mark.broker
-@pytest.mark.parametrize("peer", ["quix_pipeline", "faust_per_event"])
+@pytest.mark.parametrize("peer", ["quix", "faust-per-event", "kstreams"])
 def test_peer_matches_the_ground_truth(
     peer: str,
     kafka_bootstrap: str,
@@ -85,6 +102,7 @@ def test_peer_matches_the_ground_truth(
     generator_config: GeneratorConfig,
     tmp_path: Path,
 ) -> None:
+    env = _peer_env(peer)
     source = topic_factory("peer-in", partitions=2)
     enriched = topic_factory("peer-enriched", partitions=2)
     correlations = topic_factory("peer-corr", partitions=1)
@@ -96,25 +114,33 @@ def test_peer_matches_the_ground_truth(
         progress_stream=None,
     )
     assert report.ok
-    reference = tmp_path / "reference.json"
-    reference.write_text(json.dumps(reference_data(generator_config.sources)))
     truth = list(generate(COUNT, **_options(generator_config)))
     valid = sum(1 for r in truth if r.valid)
 
+    common = [
+        *("--bootstrap", kafka_bootstrap, "--input", source, "--enriched", enriched),
+        *("--correlations", correlations, "--dlq", dlq, "--group", unique_name("peer")),
+        *("--expect", str(COUNT), "--timeout", "120"),
+    ]
+    if peer == "kstreams":
+        reference = topic_factory("peer-ref", partitions=1, config={"cleanup.policy": "compact"})
+        seed_reference_data(kafka_bootstrap, reference, generator_config.sources)
+        # two stream threads, after the JIT warm-up pass the bench runs (own application id)
+        args = [*common, "--reference", reference, "--threads", "2"]
+        args += ["--warmup-records", str(COUNT), "--state-dir", str(tmp_path / "state")]
+    else:
+        reference_json = tmp_path / "reference.json"
+        reference_json.write_text(json.dumps(reference_data(generator_config.sources)))
+        args = [*common, "--reference-json", str(reference_json)]
+    # the peer's own environment: nothing of the product's but the checkout on the path
+    child_env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONHOME")}
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            f"benchmarks.peers.{peer}",
-            *("--bootstrap", kafka_bootstrap, "--input", source, "--enriched", enriched),
-            *("--correlations", correlations, "--dlq", dlq, "--group", unique_name("peer")),
-            *("--expect", str(COUNT), "--reference-json", str(reference), "--timeout", "120"),
-        ],
+        [*env.command, *args],
         capture_output=True,
         text=True,
         timeout=240,
         cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**child_env, "PYTHONPATH": str(REPO)},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     lines = result.stdout.splitlines()
@@ -124,11 +150,22 @@ def test_peer_matches_the_ground_truth(
     assert line["valid"] == valid
     assert line["dlq"] == COUNT - valid
     assert line["events_per_s"] > 0
+    if peer == "kstreams":
+        assert line["threads"] == 2
+        assert line["warmup"]["records"] == COUNT
+        assert line["kafka_streams"] == env.clients["kafka-clients"]
+    else:
+        # the peer ran its venv's client, not the product's
+        assert env.command[0] != sys.executable
+        assert "confluent-kafka" in env.clients and "librdkafka" in env.clients
 
     out = _read(kafka_bootstrap, enriched, valid)
     assert len(out) == valid
     sample = json.loads(out[0].value())
     assert set(sample["enrichment"]) >= {"known_service", "score"}
+    assert {json.loads(m.value())["event_id"] for m in out} == {
+        event_decoder.decode(r.value).event_id for r in truth if r.valid
+    }
     dead = _read(kafka_bootstrap, dlq, COUNT - valid)
     assert sorted(m.value() for m in dead) == sorted(r.value for r in truth if not r.valid)
 
@@ -138,7 +175,7 @@ def test_peer_matches_the_ground_truth(
         for c in (json.loads(m.value()) for m in _read(kafka_bootstrap, correlations, 1))
     }
     assert line["correlations"] == len(found) > 0
-    if peer == "faust_per_event":
+    if peer == "faust-per-event":
         # emitted when a window's count reaches the threshold, open windows included
         assert set(found) == set(expected)
         assert set(found.values()) == {THRESHOLD}

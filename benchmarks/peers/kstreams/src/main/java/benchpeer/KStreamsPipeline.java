@@ -67,8 +67,9 @@ import org.apache.kafka.streams.state.WindowStore;
  * dropped by the window, as Kafka Streams does.
  *
  * <p>Run: with {@code --warmup-records N} (N &gt; 0) the same topology first runs under its own
- * application id ({@code <group>-warmup}) over the first N input records into separate
- * {@code <topic>.warmup} output topics, so the JIT has compiled the hot path; then the timed run
+ * application id ({@code <group>-warmup}) over the first N records of the input (or of
+ * {@code --warmup-input}) into separate {@code <topic>.warmup} output topics, so the JIT has
+ * compiled the hot path; then the timed run
  * (application id {@code <group>}) processes {@code --expect} records. The timed figure runs from
  * the timed run's first input record to the moment its last one has been handed to the
  * producer (as the Python peers time themselves); then Kafka Streams is closed, which flushes.
@@ -80,6 +81,7 @@ public final class KStreamsPipeline {
   static final class Args {
     String bootstrap;
     String input;
+    String warmupInput;
     String enriched;
     String correlations;
     String dlq;
@@ -148,9 +150,10 @@ public final class KStreamsPipeline {
       if (args.warmupRecords > 0) {
         List<String> warmupTopics =
             List.of(args.enriched + ".warmup", args.dlq + ".warmup", args.correlations + ".warmup");
-        createLike(args.bootstrap, args.input, warmupTopics);
+        String warmupInput = args.warmupInput != null ? args.warmupInput : args.input;
+        createLike(args.bootstrap, warmupInput, warmupTopics);
         Tally warm = new Tally(args.warmupRecords);
-        run(args, args.group + "-warmup", warmupTopics.get(0), warmupTopics.get(1),
+        run(args, args.group + "-warmup", warmupInput, warmupTopics.get(0), warmupTopics.get(1),
             warmupTopics.get(2), warm, deadline);
         Map<String, Object> w = new HashMap<>();
         w.put("records", warm.events());
@@ -159,7 +162,8 @@ public final class KStreamsPipeline {
         result.put("warmup", w);
       }
       Tally tally = new Tally(args.expect);
-      run(args, args.group, args.enriched, args.dlq, args.correlations, tally, deadline);
+      run(args, args.group, args.input, args.enriched, args.dlq, args.correlations, tally,
+          deadline);
       result.put("events", tally.events());
       result.put("seconds", round(tally.seconds()));
       result.put("events_per_s", rate(tally));
@@ -194,14 +198,14 @@ public final class KStreamsPipeline {
   static void run(
       Args args,
       String applicationId,
+      String input,
       String enriched,
       String dlq,
       String correlations,
       Tally tally,
       long deadline)
       throws Exception {
-    Topology topology =
-        topology(args, enriched, dlq, correlations, tally);
+    Topology topology = topology(args, input, enriched, dlq, correlations, tally);
     Properties props = new Properties();
     props.put(StreamsConfig.APPLICATION_ID_CONFIG, applicationId);
     props.put(StreamsConfig.BOOTSTRAP_SERVERS_CONFIG, args.bootstrap);
@@ -235,7 +239,12 @@ public final class KStreamsPipeline {
   }
 
   static Topology topology(
-      Args args, String enrichedTopic, String dlqTopic, String correlationsTopic, Tally tally) {
+      Args args,
+      String inputTopic,
+      String enrichedTopic,
+      String dlqTopic,
+      String correlationsTopic,
+      Tally tally) {
     Serde<String> strings = Serdes.String();
     Serde<byte[]> bytes = Serdes.ByteArray();
     StreamsBuilder builder = new StreamsBuilder();
@@ -244,7 +253,7 @@ public final class KStreamsPipeline {
         builder.globalTable(args.reference, Consumed.with(strings, serviceInfoSerde()));
 
     Map<String, KStream<String, Parsed>> branches =
-        builder.stream(args.input, Consumed.with(strings, bytes))
+        builder.stream(inputTopic, Consumed.with(strings, bytes))
             .peek((k, v) -> tally.sawInput(), Named.as("count-input"))
             .mapValues(Contract::parse, Named.as("validate"))
             .split(Named.as("contract-"))
@@ -384,7 +393,7 @@ public final class KStreamsPipeline {
         System.err.println(
             "usage: java -jar kstreams-peer.jar --bootstrap B --input T --enriched T2"
                 + " --correlations T3 --dlq T4 --reference T5 --group G --expect N"
-                + " [--warmup-records N] [--threads 1] [--window-ms 60000] [--grace-ms 10000]"
+                + " [--warmup-records N] [--warmup-input T] [--threads 1] [--window-ms 60000] [--grace-ms 10000]"
                 + " [--threshold 5] [--timeout 600] [--state-dir DIR]");
         System.exit(0);
       }
@@ -395,6 +404,7 @@ public final class KStreamsPipeline {
       switch (flag) {
         case "--bootstrap" -> a.bootstrap = v;
         case "--input" -> a.input = v;
+        case "--warmup-input" -> a.warmupInput = v;
         case "--enriched" -> a.enriched = v;
         case "--correlations" -> a.correlations = v;
         case "--dlq" -> a.dlq = v;
