@@ -39,7 +39,7 @@ from stream.errors import BackpressureError, CheckpointError, FatalError
 from stream.kafka.client import client_config
 from stream.kafka.dlq import DlqWriter
 from stream.kafka.producer import OutputProducer
-from stream.kafka.reader import is_retriable_lookup_error
+from stream.kafka.reader import is_retriable_lookup_error, offset_of, partition_of
 from stream.observability import metrics
 
 log = logging.getLogger(__name__)
@@ -218,7 +218,7 @@ class SinkRunner:
             self._first_record_at = self._clock()
         pending = self._pending
         for message in batch:
-            pending[message.partition()] = message.offset() + 1
+            pending[partition_of(message)] = offset_of(message) + 1
         self._since_checkpoint += len(batch)
         self.stats.consumed += len(batch)
         self._consumed_counter.inc(len(batch))
@@ -323,8 +323,9 @@ class SinkRunner:
                     break
                 for message in self._consumer.consume(1, timeout):
                     # Paused partitions deliver nothing; anything else is an error event.
-                    if message.error() is not None and message.error().fatal():
-                        raise FatalError(f"consumer failed: {message.error().str()}")
+                    err = message.error()
+                    if err is not None and err.fatal():
+                        raise FatalError(f"consumer failed: {err.str()}")
         finally:
             still_assigned = [tp for tp in assignment if tp in self._assignment]
             if still_assigned:

@@ -102,11 +102,11 @@ class DlqFields(NamedTuple):
     replayed: bytes | None
 
 
-def dlq_fields(headers: h.Headers | None) -> DlqFields:
+def dlq_fields(headers: h.AnyHeaders | None) -> DlqFields:
     """Pick the ``dlq.*`` headers out of a record's headers (last value wins, as in Kafka)."""
     error_class = stage = topic = partition = failed_at = b""
     replayed: bytes | None = None
-    for key, value in headers or ():
+    for key, value in h.header_items(headers):
         if not key.startswith(_DLQ_PREFIX):
             continue
         raw = value or b""
@@ -149,9 +149,11 @@ def replay_count(raw: bytes | None) -> int:
         return 1  # present but unreadable: it was replayed at least once
 
 
-def replay_headers(headers: h.Headers | None, previous_replays: int) -> h.Headers:
+def replay_headers(
+    headers: h.AnyHeaders | None, previous_replays: int
+) -> list[tuple[str, bytes | None]]:
     """The original headers without any ``dlq.*`` header, plus ``dlq.replayed``."""
-    kept = [(k, v) for k, v in headers or () if not k.startswith(_DLQ_PREFIX)]
+    kept = [(k, v) for k, v in h.header_items(headers) if not k.startswith(_DLQ_PREFIX)]
     kept.append((h.REPLAYED, str(previous_replays + 1).encode()))
     return kept
 
@@ -294,7 +296,7 @@ class Sample:
             value_bytes=0 if value is None else len(value),
             headers=[
                 (k, None if v is None else v.decode("utf-8", "replace"))
-                for k, v in message.headers() or ()
+                for k, v in h.header_items(message.headers())
             ],
         )
 
@@ -740,7 +742,7 @@ def _produce(
     producer: Producer,
     target: str,
     message: Message,
-    headers: h.Headers,
+    headers: list[tuple[str, bytes | None]],
     partition: int,
     on_delivery: Callable[[KafkaError | None, Message], None],
 ) -> None:

@@ -35,7 +35,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, NamedTuple, cast
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -59,6 +59,7 @@ from stream.kafka.producer import (
     ProducerResetNeeded,
     TransactionAbortedError,
 )
+from stream.kafka.reader import offset_of, partition_of, record_partitions
 from stream.models import Correlation, encoder
 from stream.observability import metrics
 from stream.observability.tracing import BatchTracer
@@ -348,7 +349,7 @@ class BatchRunner:
         self._labels_consumed.inc(n)
         metrics.batch_size.observe(n)
         now_s = self._wall()
-        parts = [m.partition() for m in good]
+        parts = record_partitions(good)
 
         t0 = time.perf_counter()
         values = [m.value() for m in good]
@@ -360,7 +361,7 @@ class BatchRunner:
         self._stage_time[VALIDATE].observe(t1 - t0)
         events, times, indices = result.events, result.event_times, result.indices
 
-        raws = [values[i] for i in indices]
+        raws = cast("list[bytes]", [values[i] for i in indices])  # validate rejects empty values
         try:
             enriched = self._enricher.enrich(events, times, raws)
             unprocessable: list[Reject] = []
@@ -488,7 +489,7 @@ class BatchRunner:
             if skip_below is not None:
                 # The restored state already reflects these records (crash between the
                 # changelog flush and the offset commit): do not count them twice.
-                js = [j for j in js if good[indices[j]].offset() >= skip_below]
+                js = [j for j in js if offset_of(good[indices[j]]) >= skip_below]
                 if not js:
                     continue
             result = self._correlator.process(
@@ -598,14 +599,16 @@ class BatchRunner:
         for i in range(len(good) - 1, -1, -1):
             p = parts[i]
             if p not in nexts:
-                nexts[p] = good[i].offset() + 1
+                nexts[p] = offset_of(good[i]) + 1
                 if len(nexts) == wanted:
                     break
         return nexts
 
     def _still_owned(self, records: list[Message], epoch: int) -> list[Message]:
         assigned = self._assigned
-        return [m for m in records if (e := assigned.get(m.partition())) is not None and e <= epoch]
+        return [
+            m for m in records if (e := assigned.get(partition_of(m))) is not None and e <= epoch
+        ]
 
     def _handle_errors(self, errored: Iterable[Message]) -> None:
         for m in errored:
@@ -784,7 +787,7 @@ class BatchRunner:
         self._lookup_retry_at = self._wall() + LOOKUP_RETRY.backoff_cap(self._lookup_failures)
         firsts: dict[int, int] = {}
         for m in batch:
-            firsts.setdefault(m.partition(), m.offset())
+            firsts.setdefault(partition_of(m), offset_of(m))
         self._seek_back(firsts)
         self._pauser.hold(LOOKUP, self._assigned.keys(), f"({degraded} events found no lookup)")
         metrics.errors_total.labels(stage=ENRICH, error_class="lookup_unavailable").inc()

@@ -6,7 +6,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
+
+# The client documents these under confluent_kafka.admin but re-exports them implicitly
+# (no __all__), which strict mypy reports; there is no other public path.
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic  # type: ignore[attr-defined]
 
 from stream.errors import BrokerUnavailableError, FatalError
 from stream.kafka.client import client_config

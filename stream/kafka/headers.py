@@ -8,6 +8,7 @@ replayed in a loop.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import Final
 
 DLQ_ORIGINAL_TOPIC: Final = "dlq.original.topic"
@@ -24,15 +25,31 @@ REPLAYED: Final = "dlq.replayed"
 TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
 
+#: Headers as the processor writes them.
 Headers = list[tuple[str, bytes]]
+#: A header value as the client types it (``str`` only ever on headers built in Python).
+HeaderValue = str | bytes | None
+#: Headers as the client accepts and returns them (``Message.headers()``): (name, value)
+#: pairs, or a dict; :data:`Headers` fits too.
+AnyHeaders = dict[str, HeaderValue] | Sequence[tuple[str, HeaderValue]]
 
 
-def header_value(headers: Headers | None, name: str) -> bytes | None:
+def header_items(headers: AnyHeaders | None) -> Iterator[tuple[str, bytes | None]]:
+    """The (name, value) pairs of ``headers`` in order, ``str`` values as UTF-8."""
+    for key, value in headers.items() if isinstance(headers, dict) else headers or ():
+        yield key, value.encode() if isinstance(value, str) else value
+
+
+def header_value(headers: AnyHeaders | None, name: str) -> bytes | None:
     """Return the last value of header ``name`` (Kafka allows repeats), or None."""
     if not headers:
         return None
-    found: bytes | None = None
-    for key, value in headers:
-        if key == name:
-            found = value
-    return found
+    found: HeaderValue
+    if isinstance(headers, dict):
+        found = headers.get(name)
+    else:
+        found = None
+        for key, value in headers:
+            if key == name:
+                found = value
+    return found.encode() if isinstance(found, str) else found

@@ -25,7 +25,7 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, OffsetSpec
+from confluent_kafka.admin import AdminClient, OffsetSpec  # type: ignore[attr-defined]
 
 from stream.errors import TransientError
 from stream.kafka.client import client_config
@@ -124,6 +124,27 @@ class TopicTail:
         self._consumer.close()
 
 
+# -- consumed records -------------------------------------------------------------------------
+# The client types Message.partition() and offset() as optional (a Message built in Python
+# may lack them); on a record a consumer returned both are always set. These helpers say so
+# once, for the type checker only: they return exactly what the Message returns.
+
+
+def partition_of(message: Message) -> int:
+    """The partition of a record a consumer returned."""
+    return message.partition()  # type: ignore[return-value]
+
+
+def offset_of(message: Message) -> int:
+    """The offset of a record a consumer returned."""
+    return message.offset()  # type: ignore[return-value]
+
+
+def record_partitions(messages: Iterable[Message]) -> list[int]:
+    """:func:`partition_of` of each record, without a call per record (hot paths)."""
+    return [m.partition() for m in messages]  # type: ignore[misc]
+
+
 # -- offsets ----------------------------------------------------------------------------------
 
 
@@ -170,7 +191,7 @@ def end_offsets(
     if not parts:
         return {}
     level = IsolationLevel.READ_COMMITTED if committed_only else IsolationLevel.READ_UNCOMMITTED
-    specs = {TopicPartition(topic, p): OffsetSpec.latest() for p in parts}
+    specs = {TopicPartition(topic, p): OffsetSpec.latest() for p in parts}  # type: ignore[no-untyped-call]
 
     def ask() -> dict[int, int]:
         futures = admin.list_offsets(specs, isolation_level=level, request_timeout=10)
@@ -248,7 +269,7 @@ def read_range(
             batch = [
                 m
                 for m in consumer.consume(10_000, 0.05)
-                if m.error() is None and m.offset() < todo.get(m.partition(), -1)
+                if m.error() is None and offset_of(m) < todo.get(partition_of(m), -1)
             ]
             if batch:
                 yield batch

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from stream.errors import BrokerUnavailableError
 from stream.loadgen.reference import reference_data
