@@ -52,7 +52,9 @@ class RegistryClient(SchemaRegistryClient):  # type: ignore[misc,unused-ignore] 
         if known is not None and now - known[0] < LATEST_TTL_S:
             return known[1]
         try:
-            self._latest_version_cache.pop(subject_name, None)  # we own the TTL
+            library_cache = getattr(self, "_latest_version_cache", None)
+            if library_cache is not None:
+                library_cache.pop(subject_name, None)  # we own the TTL
             latest = super().get_latest_version(subject_name, fmt)
         except (httpx.TransportError, SchemaRegistryError) as exc:
             if known is not None and is_transient(exc):

@@ -417,14 +417,17 @@ def test_incompatible_v3_is_refused_with_the_registry_message(
 
 
 def test_registry_down_is_transient_and_recovers(
-    local_registry: LocalRegistry, client: SchemaRegistryClient
+    local_registry: LocalRegistry, client: SchemaRegistryClient, capsys: pytest.CaptureFixture[str]
 ) -> None:
     topic = unique_name("outage")
     value = AvroSerializer(client, V1)({"id": "x", "count": 1}, ctx(topic))
     warm = make_decoder("avro", local_registry.url)
     assert warm.decode_batch(topic, [value])[1] == []
 
-    assert registry.stop(local_registry.port, local_registry.home)
+    where = ["--port", str(local_registry.port), "--home", str(local_registry.home)]
+    assert stream_main(["registry", "stop", *where]) == 0
+    assert f"stopped the registry at {local_registry.url}" in capsys.readouterr().out
+    assert stream_main(["registry", "status", *where]) == 3
     cold = make_decoder("avro", local_registry.url)
     with pytest.raises(TransientError, match="unavailable"):
         cold.decode_batch(topic, [value])
