@@ -32,7 +32,7 @@ import msgspec
 import orjson
 
 from stream.errors import TransientError
-from stream.fieldpaths import FieldResolver, batch_getter
+from stream.fieldpaths import CodeBuilder, FieldResolver, batch_getter
 from stream.models import RESERVED_OUTPUT_KEYS, SPLICE_FORMAT, encoder
 from stream.stages import Reject
 
@@ -133,6 +133,42 @@ class EnrichResult(NamedTuple):
 _DEGRADED: Final = b'"degraded":true'
 
 
+class _UnknownSuffix(bytes):
+    """A cached suffix in which some join found no value (counted as ``unknown``)."""
+
+
+def _splice_loop(fields: FieldResolver, paths: Sequence[str]) -> Any:
+    """Generate the per-batch hot loop with the composite key's accesses written out.
+
+    ``run(events, raws, times, get, pending) -> (values, unknown)``: for each event,
+    look its composite key up with ``get`` and splice the cached suffix onto the raw
+    bytes; an event without a cached suffix gets ``b""`` and its position in ``pending``.
+    """
+    code = CodeBuilder(fields)
+    parts = [code.access(p) for p in paths]
+    key = "(" + ", ".join(parts) + ",)" if len(parts) > 1 else (parts[0] if parts else "None")
+    code.namespace["_fmt"] = SPLICE_FORMAT
+    code.namespace["_Unknown"] = _UnknownSuffix
+    source = f"""def run(events, raws, times, get, pending):
+    out = []
+    append = out.append
+    unknown = 0
+    for i, (e, raw, ms) in enumerate(zip(events, raws, times)):
+        s = get({key})
+        c = s.__class__
+        if c is bytes:
+            append(_fmt % (raw.rstrip()[:-1], ms, s))
+        elif c is _Unknown:
+            unknown += 1
+            append(_fmt % (raw.rstrip()[:-1], ms, s))
+        else:
+            append(b"")
+            pending.append(i)
+    return out, unknown
+"""
+    return code.compile(source, "run", "enrich")
+
+
 class Enricher:
     """Turns validated events into encoded enriched record values."""
 
@@ -157,49 +193,57 @@ class Enricher:
                     paths.append(path)
         self._key_paths = paths
         self._keys_of = batch_getter(fields, paths, "enrich key") if paths else None
+        self._splice_all = _splice_loop(fields, paths)
         self._n_joins = len(self._joins)
-        #: composite key -> (suffix, derived values) | Reject | None (drop)
+        #: composite key -> suffix bytes | Reject | None (drop)
         self._cache: dict[Any, Any] = {}
+        #: composite key -> derived values (only kept when rules read derived fields)
+        self._derived_values: dict[Any, tuple[Any, ...]] = {}
 
     def enrich(
         self, events: Sequence[Any], event_times: Sequence[int], raws: Sequence[bytes]
     ) -> EnrichResult:
         """Encode every event; ``raws[i]`` is the record value ``events[i]`` was decoded from."""
         self._check_versions()
-        keys = self._keys_of(events) if self._keys_of is not None else [None] * len(events)
         cache = self._cache
-        get = cache.get
-        splice = not _mentions_reserved_keys(raws)
-        fmt = SPLICE_FORMAT
-        values: list[bytes] = []
-        append = values.append
-        missing: list[int] = []
+        pending: list[int] = []
+        if not _mentions_reserved_keys(raws):
+            # The hot loop (generated): one key read, one dict lookup, one format per event.
+            values, unknown = self._splice_all(events, raws, event_times, cache.get, pending)
+            splice = True
+        else:
+            # Rare: some input already uses an output key; re-encode those events.
+            values, unknown, splice = [], 0, False
+            for i, k in enumerate(self._keys(events)):
+                suffix = cache.get(k)
+                if isinstance(suffix, bytes):
+                    unknown += suffix.__class__ is _UnknownSuffix
+                    values.append(self._encode(events[i], event_times[i], suffix))
+                else:
+                    values.append(b"")
+                    pending.append(i)
+        degraded = pausing = 0
         #: position -> the Reject for it, or None when it is dropped
         exceptions: dict[int, Reject | None] = {}
-        for i, k in enumerate(keys):
-            hit = get(k)
-            if hit.__class__ is tuple:
-                if splice:
-                    append(fmt % (raws[i].rstrip()[:-1], event_times[i], hit[0]))
-                else:
-                    append(self._encode(events[i], event_times[i], hit[0]))
-            else:
-                append(b"")
-                if hit is None and k not in cache:
-                    missing.append(i)
-                else:
-                    exceptions[i] = hit
-        degraded = pausing = 0
-        if missing:
-            degraded, pausing = self._fill(
-                events, event_times, raws, keys, missing, values, splice, exceptions
-            )
+        keys: list[Any] = []
+        if pending or self._set_derived is not None:
+            keys = self._keys(events)
+        if pending:
+            missing = [i for i in pending if keys[i] not in cache]
+            exceptions = {i: cache[keys[i]] for i in pending if keys[i] in cache}
+            if missing:
+                degraded, pausing, unknown_built = self._fill(
+                    events, event_times, raws, keys, missing, values, splice, exceptions
+                )
+                unknown += unknown_built
         if exceptions:
             return self._with_exceptions(events, keys, values, exceptions, degraded, pausing)
         if self._set_derived is not None:
             self._attach_derived(events, keys)
-        unknown = self._count_unknown(keys)
         return EnrichResult(values, None, [], 0, unknown, degraded, pausing)
+
+    def _keys(self, events: Sequence[Any]) -> list[Any]:
+        return self._keys_of(events) if self._keys_of is not None else [None] * len(events)
 
     # -- cache misses ---------------------------------------------------------------------------
 
@@ -213,10 +257,14 @@ class Enricher:
         values: list[bytes],
         splice: bool,
         exceptions: dict[int, Reject | None],
-    ) -> tuple[int, int]:
-        """Look up what the joins lack (one call per join per batch), build the missing suffixes."""
+    ) -> tuple[int, int, int]:
+        """Look up what the joins lack (one call per join per batch), build the missing suffixes.
+
+        Returns the events degraded, of those the ones to pause for, and the events
+        with a join value no source knows.
+        """
         unavailable = self._fetch([keys[i] for i in missing])
-        degraded = pausing = 0
+        degraded = pausing = unknown = 0
         built: dict[Any, Any] = {}
         for i in missing:
             k = keys[i]
@@ -224,14 +272,14 @@ class Enricher:
                 entry = built[k]
             else:
                 entry, down = self._build(k, unavailable)
-                if down:
-                    built[k] = entry
-                else:
+                built[k] = entry
+                if not down:
                     self._remember(k, entry)
             if entry is None or entry.__class__ is not tuple:
                 exceptions[i] = entry
                 continue
             suffix = entry[0]
+            unknown += entry[2]
             if _DEGRADED in suffix:
                 degraded += 1
                 if any(self._joins[j].pause_on_failure for j in unavailable):
@@ -240,7 +288,7 @@ class Enricher:
                 values[i] = SPLICE_FORMAT % (raws[i].rstrip()[:-1], times[i], suffix)
             else:
                 values[i] = self._encode(events[i], times[i], suffix)
-        return degraded, pausing
+        return degraded, pausing, unknown
 
     def _fetch(self, composite: list[Any]) -> set[int]:
         """Fill each join's ``known`` for the keys of ``composite``; the joins that failed."""
@@ -283,11 +331,12 @@ class Enricher:
         return len(self._key_paths) > 1
 
     def _build(self, composite: Any, unavailable: set[int]) -> tuple[Any, bool]:
-        """The enrichment suffix of one composite key (or a Reject, or None = drop)."""
+        """(suffix, derived values, any join unknown) of one composite key — or a Reject,
+        or None (drop) — and whether a join was unavailable (then it is not cached)."""
         parts = composite if self._multi else (composite,)
         context: dict[str, Any] = {}
         fragments: list[bytes] = []
-        down = False
+        down = unknown = False
         for j, join in enumerate(self._joins):
             key = join_key(parts[j])
             if j in unavailable and key not in join.known:
@@ -299,6 +348,7 @@ class Enricher:
                     if join.missing == "drop":
                         return None, False
                     return Reject(0, ENRICHMENT_MISSING, _missing_message(join, parts[j])), False
+                unknown = unknown or (value is None and key is not None)
             fragment = join.fragment(value)
             if fragment:
                 fragments.append(fragment)
@@ -316,12 +366,23 @@ class Enricher:
             fragments.append(b'"%s":%s' % (expr.name.encode(), orjson.dumps(value)))
         if down:
             fragments.append(_DEGRADED)
-        return (b"{" + b",".join(fragments) + b"}", tuple(derived_values)), down
+        return (b"{" + b",".join(fragments) + b"}", tuple(derived_values), unknown), down
 
     def _remember(self, key: Any, entry: Any) -> None:
+        """Cache a built entry: the suffix bytes (and derived values), or the Reject/None."""
         if len(self._cache) >= CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[key] = entry
+            self._clear()
+        if entry.__class__ is not tuple:
+            self._cache[key] = entry
+            return
+        suffix, derived, unknown = entry
+        self._cache[key] = _UnknownSuffix(suffix) if unknown else suffix
+        if self._set_derived is not None:
+            self._derived_values[key] = derived
+
+    def _clear(self) -> None:
+        self._cache.clear()
+        self._derived_values.clear()
 
     # -- the rare paths -------------------------------------------------------------------------
 
@@ -340,7 +401,8 @@ class Enricher:
         dropped = len(exceptions) - len(rejects)
         if self._set_derived is not None:
             self._attach_derived([events[i] for i in kept], [keys[i] for i in kept])
-        unknown = self._count_unknown([keys[i] for i in kept])
+        cached = self._cache
+        unknown = sum(1 for i in kept if cached.get(keys[i]).__class__ is _UnknownSuffix)
         out = [values[i] for i in kept]
         return EnrichResult(out, kept, rejects, dropped, unknown, degraded, pausing)
 
@@ -348,27 +410,11 @@ class Enricher:
         """Give the events their derived values, for rules that read derived fields."""
         set_derived = self._set_derived
         assert set_derived is not None
-        get = self._cache.get
+        get = self._derived_values.get
         for e, k in zip(events, keys, strict=True):
-            entry = get(k)
-            if entry.__class__ is tuple:
-                set_derived(e, entry[1])
-
-    def _count_unknown(self, keys: list[Any]) -> int:
-        """Events with a join key no source knows (for ``stream_enrichment_unknown_total``)."""
-        if not self._joins:
-            return 0
-        unknown = 0
-        multi = self._multi
-        for j, join in enumerate(self._joins):
-            known = join.known
-            if not any(v is None for v in known.values()):
-                continue
-            for k in keys:
-                key = join_key(k[j] if multi else k)
-                if key is not None and key in known and known[key] is None:
-                    unknown += 1
-        return unknown
+            derived = get(k)
+            if derived is not None:
+                set_derived(e, derived)
 
     def _check_versions(self) -> None:
         changed = False
@@ -379,7 +425,7 @@ class Enricher:
                 join.known.clear()
                 changed = True
         if changed:
-            self._cache.clear()
+            self._clear()
 
     @staticmethod
     def _encode(event: Any, event_time_ms: int, suffix: bytes) -> bytes:

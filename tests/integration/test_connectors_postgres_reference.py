@@ -16,7 +16,7 @@ import tests.support.observability as obs
 from connectors.postgres_reference import REFERENCE_DDL, PostgresReference, build_reference_lookup
 from stream.config import load_settings
 from stream.errors import ConfigError, TransientError
-from stream.pipelines.observability import Event, ServiceInfo
+from stream.pipelines.observability import Event
 from stream.resilience.circuit_breaker import BreakerState, CircuitBreaker
 from stream.stages.enrich import ReferenceTable
 from tests.integration.postgres_fixture import PostgresServer, postgres_server, unique_table
@@ -51,8 +51,8 @@ def test_lookup_serves_the_table_and_version_changes_only_with_content(
     reference.start()
     try:
         assert reference.lookup({"auth", "web", "unknown"}) == {
-            "auth": ServiceInfo(team="identity", tier=1, owner="ann"),
-            "web": ServiceInfo(team="edge", tier=2, owner="bo"),
+            "auth": {"team": "identity", "tier": 1, "owner": "ann"},
+            "web": {"team": "edge", "tier": 2, "owner": "bo"},
         }
         assert len(reference) == 2
         first = reference.version
@@ -71,7 +71,7 @@ def test_lookup_serves_the_table_and_version_changes_only_with_content(
             interval=0.05,
             message="version bump after a change",
         )
-        assert reference.lookup({"auth"})["auth"].team == "platform"
+        assert reference.lookup({"auth"})["auth"]["team"] == "platform"
     finally:
         reference.close()
 
@@ -144,7 +144,7 @@ def test_build_reference_lookup_follows_the_settings(postgres_server: PostgresSe
     lookup, breaker = build_reference_lookup(settings)
     try:
         assert isinstance(lookup, PostgresReference)
-        assert lookup.lookup({"auth"})["auth"].tier == 1
+        assert lookup.lookup({"auth"})["auth"]["tier"] == 1
         assert breaker is not None and breaker.recovery_timeout == 5.0
     finally:
         assert isinstance(lookup, PostgresReference)
