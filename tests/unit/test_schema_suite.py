@@ -102,8 +102,13 @@ def _suite_dir() -> Path:
                     assert source is not None
                     out.write_bytes(source.read())
         (staging / ".complete").touch()
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
+        if not (target / ".complete").exists():  # another run may have finished first
+            shutil.rmtree(target, ignore_errors=True)
+            try:
+                staging.rename(target)
+            except OSError:
+                if not (target / ".complete").exists():
+                    raise
     return target
 
 
