@@ -34,6 +34,9 @@ accepted. Deliberate differences from JSON Schema:
   float-typed field or a second pass. Integral-valued floats in ``enum``/``const`` and
   fractional bounds are normalised at compile time, so only the document side differs.
 - ``pattern`` runs on Python's ``re`` (see :mod:`stream.schema.patterns`).
+- ``format`` asserts: 2020-12 makes it an annotation by default, but a pipeline that
+  names ``date-time`` wants it checked (and decoded). Other formats are refused, not
+  silently treated as annotations.
 - ``date-time`` is msgspec's RFC 3339 parser: a leap second (``23:59:60``) is rejected
   and a space instead of ``T`` is accepted.
 - a ``default`` must itself match its schema (the engine reads it as a decoded value).
