@@ -11,8 +11,9 @@ from __future__ import annotations
 import socket
 import statistics
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from confluent_kafka import KafkaError, Producer
@@ -20,20 +21,68 @@ from confluent_kafka.admin import ConfigResource, NewTopic
 
 from stream.kafka import reader
 from stream.localbroker import netfaults
+from stream.localbroker.cluster import ClusterLayout
+from stream.localbroker.config import server_properties
 from stream.localbroker.quorum import describe_quorum
 from tests.conftest import unique_name
 from tests.support.cluster import ClusterHandle, quiet_logger, wait_for
 
-pytestmark = [pytest.mark.broker, pytest.mark.slow]
-
 NODES = {1, 2, 3}
 FAILOVER_TIMEOUT_S = 45.0
+F = TypeVar("F", bound=Callable[..., None])
+
+
+def cluster_test(test: F) -> F:
+    """Marks a test that runs against the real cluster (the pure layout tests need none)."""
+    marked: F = pytest.mark.broker(pytest.mark.slow(test))
+    return marked
 
 
 @pytest.fixture(autouse=True)
-def _healthy_after(kafka_cluster: ClusterHandle) -> Iterator[None]:
+def _healthy_after(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
-    kafka_cluster.restore()
+    if "kafka_cluster" in request.fixturenames:
+        request.getfixturevalue("kafka_cluster").restore()
+
+
+# --- no broker: the cluster's layout and configuration ----------------------------------
+
+
+def test_cluster_layout_ports_voters_and_defaults(tmp_path: Path) -> None:
+    layout = ClusterLayout(tmp_path, 9092, 3)
+    props = server_properties(layout.settings(2))
+
+    assert layout.bootstrap == "127.0.0.1:9092,127.0.0.1:9094,127.0.0.1:9096"
+    assert props["node.id"] == "2"
+    assert props["listeners"] == "PLAINTEXT://127.0.0.1:9094,CONTROLLER://127.0.0.1:9095"
+    assert props["controller.quorum.voters"] == (
+        "1@127.0.0.1:9093,2@127.0.0.1:9095,3@127.0.0.1:9097"
+    )
+    assert {
+        key: props[key] for key in props if key.endswith(("replication.factor", "isr", "replicas"))
+    } == {
+        "default.replication.factor": "3",
+        "min.insync.replicas": "2",
+        "offsets.topic.replication.factor": "3",
+        "transaction.state.log.replication.factor": "3",
+        "transaction.state.log.min.isr": "2",
+        "share.coordinator.state.topic.replication.factor": "3",
+        "share.coordinator.state.topic.min.isr": "2",
+    }
+    assert layout.paths(2).data_dir == tmp_path / "cluster-9092" / "node-2"
+
+
+def test_netns_layout_stays_in_the_test_subnet_and_interface_name_limits(tmp_path: Path) -> None:
+    layout = ClusterLayout(tmp_path, 65533, 3, netns=True)
+    net = layout.net
+
+    assert net.subnet == "10.77.253.0/24"
+    assert [layout.host(n) for n in (1, 2, 3)] == ["10.77.253.11", "10.77.253.12", "10.77.253.13"]
+    assert all(len(name) <= 15 for name in (net.bridge, net.veth(3)))  # IFNAMSIZ - 1
+    assert layout.settings(1).voters.startswith("1@10.77.253.11:65534,")
+
+
+# --- the running cluster ------------------------------------------------------------------
 
 
 def create_topic(cluster: ClusterHandle, prefix: str, partitions: int = 1) -> str:
@@ -61,6 +110,7 @@ def read_values(bootstrap: str, topic: str) -> list[bytes]:
     return [m.value() for m in reader.read_to_end(conf, topic, timeout=60)]
 
 
+@cluster_test
 def test_three_voters_and_an_active_controller(kafka_cluster: ClusterHandle) -> None:
     state = kafka_cluster.status()
 
@@ -73,6 +123,7 @@ def test_three_voters_and_an_active_controller(kafka_cluster: ClusterHandle) -> 
     assert sorted(broker.id for broker in brokers) == [1, 2, 3]
 
 
+@cluster_test
 def test_topics_get_rf3_and_min_isr2_by_default(kafka_cluster: ClusterHandle) -> None:
     topic = create_topic(kafka_cluster, "defaults", partitions=3)
     admin = kafka_cluster.admin()
@@ -103,6 +154,7 @@ def test_topics_get_rf3_and_min_isr2_by_default(kafka_cluster: ClusterHandle) ->
     }
 
 
+@cluster_test
 def test_acks_all_survives_kill_of_the_partition_leader(kafka_cluster: ClusterHandle) -> None:
     topic = create_topic(kafka_cluster, "kill-leader")
     leader = kafka_cluster.leaders(topic)[0]
@@ -139,6 +191,7 @@ def test_acks_all_survives_kill_of_the_partition_leader(kafka_cluster: ClusterHa
     assert values == sorted(values)  # and one key's order held across the failover
 
 
+@cluster_test
 def test_two_nodes_down_refuses_acks_all_with_not_enough_replicas(
     kafka_cluster: ClusterHandle,
 ) -> None:
@@ -178,6 +231,7 @@ def test_two_nodes_down_refuses_acks_all_with_not_enough_replicas(
     assert read_values(kafka_cluster.bootstrap, topic) == [b"v"]
 
 
+@cluster_test
 def test_isolated_node_loses_its_leaderships_and_rejoins(kafka_cluster: ClusterHandle) -> None:
     topic = create_topic(kafka_cluster, "isolate", partitions=6)
     before = kafka_cluster.leaders(topic)
@@ -206,6 +260,7 @@ def test_isolated_node_loses_its_leaderships_and_rejoins(kafka_cluster: ClusterH
     assert len(read_values(kafka_cluster.bootstrap, topic)) == 6
 
 
+@cluster_test
 def test_paused_node_is_reported_and_answers_again_after_resume(
     kafka_cluster: ClusterHandle,
 ) -> None:
@@ -231,6 +286,7 @@ def _connect_seconds(listener: str) -> float:
         return time.monotonic() - started
 
 
+@cluster_test
 def test_degraded_link_adds_delay(kafka_cluster: ClusterHandle) -> None:
     if not kafka_cluster.netns:
         pytest.skip(f"no network namespaces here: {kafka_cluster.netns_error}")
