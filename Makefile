@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := prometheus prometheus-alertmanager postgresql openjdk-17-jre-headless maven
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps test test-unit test-fast lint format bench bench-smoke demo broker-start broker-stop registry-start registry-stop clean
+.PHONY: help install system-deps test test-unit test-fast lint format bench bench-smoke demo broker-start broker-stop registry-start registry-stop test-cluster clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -62,6 +62,9 @@ broker-start: install ## start the local Kafka broker on 127.0.0.1:9092
 
 broker-stop: install ## stop the local Kafka broker
 	$(BIN)/stream broker stop
+
+test-cluster: install system-deps ## failure tests on a local 3-node Kafka cluster (netns as root; ~2 min)
+	$(BIN)/pytest tests/integration/test_localbroker_cluster.py
 
 registry-start: install ## start the local schema registry (Apicurio, Java 21+) on 127.0.0.1:8081
 	$(BIN)/stream registry start
