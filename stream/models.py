@@ -32,6 +32,9 @@ class Correlation(msgspec.Struct, gc=False):
     last_event_time: int
     sample_event_ids: list[str]
     final: bool = True
+    #: Lineage: lowest and highest input offset of the events counted (-1: unknown).
+    first_offset: int = -1
+    last_offset: int = -1
 
 
 correlation_decoder: Final = msgspec.json.Decoder(Correlation)
@@ -52,5 +55,3 @@ def splice_enriched(raw: bytes, event_time_ms: int, enrichment_json: bytes) -> b
     re-encode per event and keeps fields the contract does not name.
     """
     return SPLICE_FORMAT % (raw.rstrip()[:-1], event_time_ms, enrichment_json)
-
-

@@ -59,7 +59,7 @@ from stream.kafka.producer import (
     ProducerResetNeeded,
     TransactionAbortedError,
 )
-from stream.kafka.reader import offset_of, partition_of, record_partitions
+from stream.kafka.reader import offset_of, partition_of, record_offsets, record_partitions
 from stream.models import Correlation, encoder
 from stream.observability import metrics
 from stream.observability.tracing import BatchTracer
@@ -156,6 +156,7 @@ class BatchRunner:
         #: Lineage headers every output record carries (README "Lineage").
         self._lineage = lineage_headers(settings)
         self._presence_sample: list[Any] = []
+        self._has_rules = bool(settings.correlate.rules)
         self._read_changelog = read_changelog
         self._wall = wall_clock
         topics = settings.topics
@@ -493,7 +494,11 @@ class BatchRunner:
                 if not js:
                     continue
             result = self._correlator.process(
-                p, [events[j] for j in js], [times[j] for j in js], now_ms
+                p,
+                [events[j] for j in js],
+                [times[j] for j in js],
+                now_ms,
+                record_offsets([good[indices[j]] for j in js]) if self._has_rules else None,
             )
             applied += len(js)
             for late in result.late_indices:
@@ -508,16 +513,19 @@ class BatchRunner:
                     len(result.late_indices)
                 )
                 metrics.dlq_records_total.labels(stage=CORRELATE).inc(len(result.late_indices))
-            self._emit(result.correlations)
+            self._emit(result.correlations, p)
         self._processed[CORRELATE].inc(applied)
 
-    def _emit(self, correlations: list[Correlation]) -> None:
+    def _emit(self, correlations: list[Correlation], partition: int) -> None:
+        """Produce correlation records of one input partition, with their lineage headers."""
         if not correlations:
             return
         produce = self._producer.produce
-        headers = self._lineage
+        base = self._lineage
+        source = f"{self._input}/{partition}/"
         for c in correlations:
             key = "|".join([c.rule, *c.group.values()]).encode()
+            headers = [*base, (LINEAGE_INPUT, f"{source}{c.first_offset}-{c.last_offset}".encode())]
             produce(self._correlations, encoder.encode(c), key, headers=headers)
             metrics.correlations_total.labels(rule=c.rule).inc()
         self._labels_corr_topic.inc(len(correlations))
@@ -634,7 +642,8 @@ class BatchRunner:
         now_ms = int(self._wall() * 1000)
         if self.failed is not None:
             raise FatalError(f"stopping after an earlier failure: {self.failed}")
-        self._emit(self._correlator.advance_idle(now_ms))
+        for partition, closed in self._correlator.advance_idle_by_partition(now_ms).items():
+            self._emit(closed, partition)
         if checkpoint:
             self.maybe_checkpoint()
         self._update_gauges()

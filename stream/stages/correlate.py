@@ -124,11 +124,16 @@ class Correlator:
         events: Sequence[Any],
         event_times: Sequence[int],
         now_ms: int,
+        offsets: Sequence[int] | None = None,
     ) -> CorrelateResult:
-        """Fold one partition's batch (offset order) in; ``event_times[i]`` is ``events[i]``'s."""
+        """Fold one partition's batch (offset order) in; ``event_times[i]`` is ``events[i]``'s.
+
+        ``offsets[i]``, when given, is the input offset of ``events[i]``: correlation
+        records name the lowest and highest offset of the events they counted.
+        """
         if not events:
             return CorrelateResult([], [])
-        outcome = self._partition(partition).process(events, event_times, now_ms)
+        outcome = self._partition(partition).process(events, event_times, now_ms, offsets)
         for n, counter in zip(outcome.late_per_rule, self._late_metric, strict=True):
             if n:
                 counter.inc(n)
@@ -140,10 +145,17 @@ class Correlator:
 
     def advance_idle(self, now_ms: int) -> list[Correlation]:
         """Let idle partitions' watermarks follow the wall clock; returns what that closed."""
-        out: list[Correlation] = []
-        for state in self._partitions.values():
+        return [c for closed in self.advance_idle_by_partition(now_ms).values() for c in closed]
+
+    def advance_idle_by_partition(self, now_ms: int) -> dict[int, list[Correlation]]:
+        """:meth:`advance_idle`, with the records grouped by the partition they belong to."""
+        closed: dict[int, list[Correlation]] = {}
+        for partition, state in self._partitions.items():
+            out: list[Correlation] = []
             state.advance_idle(now_ms, self._idle_timeout, out)
-        return out
+            if out:
+                closed[partition] = out
+        return closed
 
     def drain_changes(self, partition: int) -> list[tuple[bytes, bytes | None]]:
         """Changelog entries changed since the last call: one per key, ``None`` = tombstone."""

@@ -45,13 +45,16 @@ class Entry:
 class WindowAcc(Entry):
     """Aggregate of one group in one window."""
 
-    __slots__ = ("count", "early", "first", "last", "samples", "state")
+    __slots__ = ("count", "early", "first", "hi", "last", "lo", "samples", "state")
 
     def __init__(self, state: Any) -> None:
         super().__init__()
         self.count = 0
         self.first = MAX_TIME
         self.last = MIN_TIME
+        #: Lowest and highest input offset of the events counted (lineage); -1: unknown.
+        self.lo = MAX_TIME
+        self.hi = -1
         self.samples: list[tuple[int, str]] = []
         self.state = state
         #: An early (non-final) record was already emitted for this window.
@@ -78,6 +81,8 @@ def merge_common(into: WindowAcc, other: WindowAcc, sample_size: int) -> None:
     into.count += other.count
     into.first = min(into.first, other.first)
     into.last = max(into.last, other.last)
+    into.lo = min(into.lo, other.lo)
+    into.hi = max(into.hi, other.hi)
     if other.samples:
         into.samples = sorted(into.samples + other.samples)[:sample_size]
     into.early = into.early or other.early

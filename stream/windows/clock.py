@@ -80,10 +80,29 @@ class PartitionClock:
         self.last_wall = None
 
 
+class _NoOffsets:
+    """Offsets of events fed without them (tests, hand-built batches): all -1."""
+
+    __slots__ = ()
+
+    def __getitem__(self, index: int) -> int:
+        return -1
+
+
 class Batch:
     """One batch of one partition, as the rule stores see it."""
 
-    __slots__ = ("_prefix_max", "event_id", "events", "lateness", "seq0", "times", "wm0", "wm_end")
+    __slots__ = (
+        "_prefix_max",
+        "event_id",
+        "events",
+        "lateness",
+        "offsets",
+        "seq0",
+        "times",
+        "wm0",
+        "wm_end",
+    )
 
     def __init__(
         self,
@@ -91,6 +110,7 @@ class Batch:
         times: Sequence[int],
         *,
         event_id: Callable[[Any], str],
+        offsets: Sequence[int] | None = None,
         seq0: int,
         wm0: int,
         wm_end: int,
@@ -100,6 +120,8 @@ class Batch:
         self.times = times
         #: The id an event is sampled by in correlation records (``sample_event_ids``).
         self.event_id = event_id
+        #: Input offset of each event (lineage of correlations); -1 when not given.
+        self.offsets = offsets if offsets is not None else _NoOffsets()
         #: Sequence number of ``events[0]`` on its partition (orders samples across batches).
         self.seq0 = seq0
         #: Watermark before the batch / after its last event.

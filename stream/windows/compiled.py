@@ -19,6 +19,7 @@ from stream.errors import ConfigError
 from stream.fieldpaths import FieldResolver
 from stream.models import Correlation
 from stream.windows.aggregates import (
+    MAX_TIME,
     Aggregation,
     RatioAggregation,
     WindowAcc,
@@ -106,7 +107,9 @@ def build_correlation(
     samples: Sequence[tuple[int, str]],
     *,
     final: bool,
+    offsets: tuple[int, int] = (-1, -1),
 ) -> Correlation:
+    lo, hi = offsets
     return Correlation(
         rule=info.name,
         kind=info.kind,
@@ -120,6 +123,8 @@ def build_correlation(
         last_event_time=last,
         sample_event_ids=[event_id for _, event_id in samples],
         final=final,
+        first_offset=lo if 0 <= lo < MAX_TIME else -1,
+        last_offset=hi,
     )
 
 
@@ -146,7 +151,17 @@ def acc_correlation(
     final: bool,
 ) -> Correlation:
     return build_correlation(
-        info, key, start, end, value, acc.count, acc.first, acc.last, acc.samples, final=final
+        info,
+        key,
+        start,
+        end,
+        value,
+        acc.count,
+        acc.first,
+        acc.last,
+        acc.samples,
+        final=final,
+        offsets=(acc.lo, acc.hi),
     )
 
 

@@ -34,12 +34,24 @@ _ENTRY_BYTES = 360
 
 
 def dump_acc(acc: WindowAcc, dump_state: Any) -> list[Any]:
-    return [acc.count, acc.first, acc.last, acc.samples, dump_state(acc.state), acc.early]
+    return [
+        acc.count,
+        acc.first,
+        acc.last,
+        acc.samples,
+        dump_state(acc.state),
+        acc.early,
+        acc.lo,
+        acc.hi,
+    ]
 
 
 def load_acc(value: list[Any], load_state: Any) -> WindowAcc:
-    count, first, last, samples, state, early = value
+    """Load a dumped accumulator; state written before offsets were kept has 6 items."""
+    count, first, last, samples, state, early = value[:6]
     acc = WindowAcc(load_state(state))
+    if len(value) >= 8:
+        acc.lo, acc.hi = int(value[6]), int(value[7])
     acc.count = count
     acc.first = first
     acc.last = last
@@ -84,6 +96,7 @@ class FixedWindowStore:
     ) -> StoreOutcome:
         events = batch.events
         times = batch.times
+        offsets = batch.offsets
         seq0 = batch.seq0
         wm_end = batch.wm_end
         size = self._size
@@ -126,6 +139,11 @@ class FixedWindowStore:
                 created += 1
                 acc = bucket[key] = WindowAcc(initial())
             acc.count += 1
+            o = offsets[i]
+            if o < acc.lo:
+                acc.lo = o
+            if o > acc.hi:
+                acc.hi = o
             if t < acc.first:
                 acc.first = t
             if t > acc.last:
@@ -147,6 +165,7 @@ class FixedWindowStore:
     ) -> StoreOutcome:
         events = batch.events
         times = batch.times
+        offsets = batch.offsets
         seq0 = batch.seq0
         wm_end = batch.wm_end
         size = self._size
@@ -196,6 +215,11 @@ class FixedWindowStore:
                     created += 1
                     acc = bucket[key] = WindowAcc(initial())
                 acc.count += 1
+                o = offsets[i]
+                if o < acc.lo:
+                    acc.lo = o
+                if o > acc.hi:
+                    acc.hi = o
                 if t < acc.first:
                     acc.first = t
                 if t > acc.last:

@@ -66,7 +66,13 @@ class PartitionState:
         #: Changelog keys found at restore that no current rule owns: tombstoned at next drain.
         self._stale: list[bytes] = []
 
-    def process(self, events: Sequence[Any], times: Sequence[int], now_ms: int) -> BatchOutcome:
+    def process(
+        self,
+        events: Sequence[Any],
+        times: Sequence[int],
+        now_ms: int,
+        offsets: Sequence[int] | None = None,
+    ) -> BatchOutcome:
         clock = self.clock
         wm0 = clock.watermark
         seq0 = clock.seq
@@ -76,6 +82,7 @@ class PartitionState:
             events,
             times,
             event_id=self._event_id,
+            offsets=offsets,
             seq0=seq0,
             wm0=wm0,
             wm_end=wm_end,

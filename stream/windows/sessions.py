@@ -150,6 +150,11 @@ class SessionStore:
             acc.count += 1
             acc.first = min(acc.first, t)
             acc.last = max(acc.last, t)
+            o = batch.offsets[i]
+            if o < acc.lo:
+                acc.lo = o
+            if o > acc.hi:
+                acc.hi = o
             if acc.count <= self._sample_size:
                 acc.samples.append((batch.seq0 + i, batch.event_id(event)))
             if add is not None:

@@ -198,7 +198,25 @@ def test_orders_pipeline_end_to_end(
         assert h.header_value(m.headers() or [], "stream.pipeline") == b"orders"
 
     # Correlations: big-spender equals a brute-force sum per customer and 10-minute window.
-    correlations = [orjson.loads(m.value()) for m in read_all(kafka_bootstrap, topics.correlations)]
+    correlation_records = read_all(kafka_bootstrap, topics.correlations)
+    correlations = [orjson.loads(m.value()) for m in correlation_records]
+    inputs = {
+        (m.partition(), m.offset()): orjson.loads(m.value())
+        for m in read_all(kafka_bootstrap, topics.input)
+        if m.value() not in invalid
+    }
+    for m, c in zip(correlation_records, correlations, strict=True):
+        # Lineage: the first and last input record counted, by offset, in the header too.
+        source = (h.header_value(m.headers() or [], "stream.input") or b"").decode()
+        topic, partition, span = source.rsplit("/", 2)
+        assert (topic, span) == (topics.input, f"{c['first_offset']}-{c['last_offset']}")
+        first = inputs[(int(partition), c["first_offset"])]
+        last = inputs[(int(partition), c["last_offset"])]
+        if c["rule"] == "big-spender":
+            assert first["customer_id"] == last["customer_id"] == c["group"]["customer_id"]
+        window = range(c["window_start"], c["window_end"])
+        assert T0 + int(first["order_id"][1:]) * 1000 in window
+        assert T0 + int(last["order_id"][1:]) * 1000 in window
     got = {
         (c["group"]["customer_id"], c["window_start"]): round(c["value"], 6)
         for c in correlations
