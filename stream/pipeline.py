@@ -16,10 +16,10 @@ test driver gives tables of its own.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import msgspec
 
@@ -28,6 +28,7 @@ from stream.errors import ConfigError
 from stream.expressions import compile_derived
 from stream.fieldpaths import SchemaFields, single_getter
 from stream.schema import CompiledSchema, compile_inline_schema, load_schema_file
+from stream.stages import Reject
 from stream.stages.correlate import Correlator
 from stream.stages.enrich import Breaker, Enricher, Join, ReferenceLookup, ReferenceTable
 from stream.stages.validate import EventTime, Validator
@@ -50,6 +51,29 @@ class Stages:
     output_key: Callable[[Any], bytes | None] | None
     #: Optional top-level fields and a reader of each (data-quality gauges).
     optional_fields: dict[str, Callable[[Any], Any]]
+    #: Input records not in plain JSON (Avro, Protobuf, JSON Schema framing): turned into
+    #: JSON bytes before validation. None for ``format: json``.
+    decoder: RecordDecoder | None = None
+    #: Output records in another format than JSON (``output_format``); None for JSON.
+    encoder: RecordEncoder | None = None
+
+
+class RecordDecoder(Protocol):
+    """Turns framed input values into JSON bytes (``stream.formats``).
+
+    Rejected positions come back as None with a :class:`~stream.stages.Reject`;
+    an unreachable registry raises :class:`~stream.errors.TransientError`.
+    """
+
+    def decode_batch(
+        self, topic: str, values: Sequence[bytes | None]
+    ) -> tuple[list[bytes | None], list[Reject]]: ...
+
+
+class RecordEncoder(Protocol):
+    """Turns JSON output values into the output format, per topic."""
+
+    def encode_values(self, topic: str, values: list[bytes]) -> list[bytes]: ...
 
 
 def compile_schema(settings: Settings) -> CompiledSchema:

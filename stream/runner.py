@@ -48,7 +48,7 @@ from confluent_kafka import (
 
 from stream.checkpoint import STATE_OFFSET_KEY, Checkpointer
 from stream.config import Settings
-from stream.errors import FatalError, StreamError
+from stream.errors import FatalError, StreamError, TransientError
 from stream.fieldpaths import ABSENT
 from stream.kafka.dlq import DlqWriter
 from stream.kafka.headers import TRACEPARENT, TRACESTATE, header_value
@@ -78,7 +78,7 @@ from stream.stages.validate import (
 
 log = logging.getLogger(__name__)
 
-VALIDATE, ENRICH, CORRELATE = "validate", "enrich", "correlate"
+DECODE, VALIDATE, ENRICH, CORRELATE = "decode", "validate", "enrich", "correlate"
 
 ChangelogReader = Callable[[int], Iterable[tuple[bytes, bytes | None]]]
 
@@ -153,6 +153,8 @@ class BatchRunner:
         self._enricher = stages.enricher
         self._correlator = correlator = stages.correlator
         self._output_key = stages.output_key
+        self._decoder = stages.decoder
+        self._encoder = stages.encoder
         #: Lineage headers every output record carries (README "Lineage").
         self._lineage = lineage_headers(settings)
         self._presence_sample: list[Any] = []
@@ -354,10 +356,22 @@ class BatchRunner:
 
         t0 = time.perf_counter()
         values = [m.value() for m in good]
+        format_rejected: set[int] = set()
+        if self._decoder is not None:
+            try:
+                values, format_rejects = self._decoder.decode_batch(self._input, values)
+            except TransientError as exc:
+                self._pause_for_dependency(good, "decode", str(exc))
+                return  # nothing of this batch was written; it is fetched again after the pause
+            if format_rejects:
+                self._reject(good, format_rejects, DECODE)
+                format_rejected = {r.position for r in format_rejects}
         try:
             result = self._validator.validate(values)
         except Exception as exc:  # a stage bug must not block the partition forever
             result = self._validate_isolating(values, exc)
+        if format_rejected:  # already dead-lettered by the decoder, not "empty"
+            result.rejects[:] = [r for r in result.rejects if r.position not in format_rejected]
         t1 = time.perf_counter()
         self._stage_time[VALIDATE].observe(t1 - t0)
         events, times, indices = result.events, result.event_times, result.indices
@@ -373,7 +387,7 @@ class BatchRunner:
             indices = [indices[j] for j in kept]
             unprocessable = [r._replace(position=result.indices[r.position]) for r in unprocessable]
         if enriched.pausing:
-            self._pause_for_lookup(good, enriched.pausing)
+            self._pause_for_dependency(good, ENRICH, f"{enriched.pausing} events found no lookup")
             return  # nothing of this batch was written; it is fetched again after the pause
         self._lookup_failures = 0
         if result.rejects:
@@ -396,8 +410,11 @@ class BatchRunner:
             keys = [good[i].key() for i in indices]
         else:
             keys = [output_key(e) for e in events]
+        outputs = enriched.values
+        if self._encoder is not None:
+            outputs = self._encoder.encode_values(self._enriched, outputs)
         self._producer.produce_values(
-            self._enriched, enriched.values, keys, self._output_headers(good, indices)
+            self._enriched, outputs, keys, self._output_headers(good, indices)
         )
         t2 = time.perf_counter()
         self._stage_time[ENRICH].observe(t2 - t1)
@@ -523,10 +540,13 @@ class BatchRunner:
         produce = self._producer.produce
         base = self._lineage
         source = f"{self._input}/{partition}/"
-        for c in correlations:
+        values = [encoder.encode(c) for c in correlations]
+        if self._encoder is not None:
+            values = self._encoder.encode_values(self._correlations, values)
+        for c, value in zip(correlations, values, strict=True):
             key = "|".join([c.rule, *c.group.values()]).encode()
             headers = [*base, (LINEAGE_INPUT, f"{source}{c.first_offset}-{c.last_offset}".encode())]
-            produce(self._correlations, encoder.encode(c), key, headers=headers)
+            produce(self._correlations, value, key, headers=headers)
             metrics.correlations_total.labels(rule=c.rule).inc()
         self._labels_corr_topic.inc(len(correlations))
 
@@ -790,16 +810,17 @@ class BatchRunner:
 
     # -- going back -----------------------------------------------------------------------------
 
-    def _pause_for_lookup(self, batch: list[Message], degraded: int) -> None:
-        """``on_lookup_failure: pause``: fetch this batch again once the lookup is back."""
+    def _pause_for_dependency(self, batch: list[Message], stage: str, why: str) -> None:
+        """A dependency is down (a lookup with ``on_failure: pause``, the schema registry):
+        fetch this batch again once its breaker lets a probe through."""
         self._lookup_failures += 1
         self._lookup_retry_at = self._wall() + LOOKUP_RETRY.backoff_cap(self._lookup_failures)
         firsts: dict[int, int] = {}
         for m in batch:
             firsts.setdefault(partition_of(m), offset_of(m))
         self._seek_back(firsts)
-        self._pauser.hold(LOOKUP, self._assigned.keys(), f"({degraded} events found no lookup)")
-        metrics.errors_total.labels(stage=ENRICH, error_class="lookup_unavailable").inc()
+        self._pauser.hold(LOOKUP, self._assigned.keys(), f"({why})")
+        metrics.errors_total.labels(stage=stage, error_class="lookup_unavailable").inc()
 
     def _rewind_to_last_commit(self, partitions: list[int]) -> None:
         """Forget everything since the last commit: window state from the changelog and
