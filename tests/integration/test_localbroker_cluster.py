@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import ConfigResource, NewTopic
 
 from stream.kafka import reader
@@ -106,8 +106,21 @@ def producer(bootstrap: str, **config: Any) -> Producer:
 
 
 def read_values(bootstrap: str, topic: str) -> list[bytes]:
+    """Every value in ``topic``. Right after a failover a fresh client may not know the
+    partition yet ("Unknown partition" from the watermark lookup): that is retried."""
     conf = {"bootstrap.servers": bootstrap, "logger": quiet_logger()}
-    return [m.value() for m in reader.read_to_end(conf, topic, timeout=60)]
+
+    def read() -> list[bytes]:
+        return [m.value() for m in reader.read_to_end(conf, topic, timeout=60)]
+
+    last_error: KafkaException | None = None
+    for _ in range(10):
+        try:
+            return read()
+        except KafkaException as exc:
+            last_error = exc
+            time.sleep(1.0)
+    raise AssertionError(f"could not read {topic}: {last_error}")
 
 
 @cluster_test
