@@ -48,7 +48,7 @@ format: install ## apply ruff format and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-bench: install ## full benchmark: ceiling, stream, Quix Streams, Faust per-event (1M events; ~15 min)
+bench: install ## full benchmark: ceiling, stream, Quix Streams, Faust per-event, Kafka Streams (1M events; ~20 min)
 	$(BIN)/stream bench
 
 bench-smoke: install ## small benchmark run (20k events) to check the harness

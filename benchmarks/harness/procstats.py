@@ -81,8 +81,15 @@ def peak_rss_bytes(pid: int) -> int:
 def own_peak_rss_bytes() -> int:
     """The calling process's own peak RSS, for programs that report it on exit: the
     harness may only ever sample a very short-lived program as an exited zombie, whose
-    ``/proc/<pid>/status`` has no ``VmHWM`` any more."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    ``/proc/<pid>/status`` has no ``VmHWM`` any more.
+
+    ``VmHWM`` of ``/proc/self``, not ``ru_maxrss``: Linux carries ``ru_maxrss`` across
+    ``execve`` from the process that forked, so a peer started by a 670 MB harness
+    reported 670 MB (a 2026-12-02 run showed Quix and Faust at exactly the harness's
+    size); ``VmHWM`` belongs to the new program's own memory map.
+    """
+    own = peak_rss_bytes(os.getpid())
+    return own or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
 @dataclass(frozen=True)

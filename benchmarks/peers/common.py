@@ -81,9 +81,17 @@ def load_reference(path: Path | None) -> dict[str, dict[str, Any]]:
 
 
 def own_peak_rss_bytes() -> int:
-    """This process's peak RSS (``ru_maxrss``, KiB on Linux), reported on exit: the
-    harness may only ever sample a short-lived peer as an exited zombie."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak RSS, reported on exit: the harness may only ever sample a
+    short-lived peer as an exited zombie. ``VmHWM`` of ``/proc/self``; ``ru_maxrss`` only
+    as a fallback, since Linux carries it across ``execve`` from the (large) harness that
+    started the peer (see ``benchmarks.harness.procstats.own_peak_rss_bytes``)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
 def reserve_stdout() -> TextIO:

@@ -114,10 +114,13 @@ def prepare(
 
 def product_clients() -> dict[str, str]:
     """What the product's rows (ceiling, stream) run: this environment's client."""
+    from importlib import metadata
+
     import confluent_kafka
 
     return {
-        "confluent-kafka": confluent_kafka.version()[0],
+        # metadata: confluent_kafka.version() was a (str, int) tuple and is a str in 2.16
+        "confluent-kafka": metadata.version("confluent-kafka"),
         "librdkafka": confluent_kafka.libversion()[0],
     }
 

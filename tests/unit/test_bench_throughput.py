@@ -30,3 +30,24 @@ def test_the_sampled_tree_peak_wins_when_larger() -> None:
     # a worker's tree (e.g. with helper processes) outweighs one process's own figure
     seen = Watch(0.0, Point(1.0, 1, 0.5), Point(2.0, 20_000, 1.5), 500 * 2**20)
     assert peak_rss_bytes(seen, {"peak_rss_bytes": 300 * 2**20}) == 500 * 2**20
+
+
+def test_a_program_reports_its_own_peak_rss_not_that_of_the_harness_that_started_it() -> None:
+    # Linux carries ru_maxrss across execve: a peer started by a 670 MB harness said 670 MB
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ballast = bytearray(200 * 2**20)
+    ballast[::4096] = b"\1" * len(range(0, len(ballast), 4096))  # resident, not just mapped
+    code = (
+        "from benchmarks.harness.procstats import own_peak_rss_bytes as h\n"
+        "from benchmarks.peers.common import own_peak_rss_bytes as p\n"
+        "print(h(), p())"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=repo, check=True
+    ).stdout.split()
+    assert len(ballast) == 200 * 2**20
+    assert all(0 < int(v) < 150 * 2**20 for v in out), out
