@@ -11,6 +11,10 @@ unnecessary.
     True
     >>> localbroker.stop(9092)
     True
+
+A local multi-node cluster for failure tests (three KRaft nodes, replication
+factor 3, ``min.insync.replicas=2``; kill, pause or — as root, in network
+namespaces — isolate single nodes) is :mod:`stream.localbroker.cluster`.
 """
 
 from __future__ import annotations

@@ -152,9 +152,10 @@ def setup_node(layout: NetLayout, node: int) -> None:
     veth = layout.veth(node)
     if not Path("/run/netns", namespace).exists():
         _run(ip, "netns", "add", namespace)
-    if not _link_exists(veth):
-        _run(ip, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", namespace)
-        _run(ip, "-n", namespace, "addr", "add", f"{layout.address(node)}/24", "dev", "eth0")
+    if _link_exists(veth):
+        return  # set up before; an isolated node's link stays down until heal()
+    _run(ip, "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", namespace)
+    _run(ip, "-n", namespace, "addr", "add", f"{layout.address(node)}/24", "dev", "eth0")
     _run(ip, "link", "set", veth, "master", layout.bridge)
     _run(ip, "link", "set", veth, "up")
     _run(ip, "-n", namespace, "link", "set", "lo", "up")

@@ -8,6 +8,7 @@ failure test spends 10-20 s waiting for that, as a real cluster would.
 
 from __future__ import annotations
 
+import argparse
 import socket
 import statistics
 import time
@@ -20,7 +21,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import ConfigResource, NewTopic
 
 from stream.kafka import reader
-from stream.localbroker import netfaults
+from stream.localbroker import cli, netfaults
 from stream.localbroker.cluster import ClusterLayout
 from stream.localbroker.config import server_properties
 from stream.localbroker.quorum import describe_quorum
@@ -290,6 +291,33 @@ def test_paused_node_is_reported_and_answers_again_after_resume(
     assert kafka_cluster.status().nodes[node - 1].state == "up"
     answer = wait_for("an answer from the resumed node", lambda: describe_quorum(address), 10)
     assert set(answer.voters) == NODES
+
+
+@cluster_test
+def test_cli_status_shows_every_node_and_the_active_controller(
+    kafka_cluster: ClusterHandle, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parser = argparse.ArgumentParser(prog="stream")
+    cli.register(parser.add_subparsers(dest="command"))
+    argv = [
+        "broker",
+        "status",
+        "--port",
+        str(kafka_cluster.port),
+        "--home",
+        str(kafka_cluster.home),
+    ]
+    args = parser.parse_args(argv)
+    active = kafka_cluster.status().active_controller
+
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    assert "3 of 3 nodes running" in out
+    assert f"controller: node {active} is active" in out and "voters 1 2 3" in out
+    for node in (1, 2, 3):
+        pid = kafka_cluster.status().nodes[node - 1].pid
+        assert f"node {node}:     up        pid {pid}" in out
+        assert kafka_cluster.listener(node) in out
 
 
 def _connect_seconds(listener: str) -> float:
