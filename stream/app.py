@@ -42,6 +42,7 @@ from prometheus_client import generate_latest
 
 from stream.config import Settings
 from stream.errors import StreamError
+from stream.formats import pipeline as formats
 from stream.kafka.client import client_config
 from stream.kafka.producer import OutputProducer
 from stream.kafka.reader import read_partition_to_end
@@ -50,7 +51,10 @@ from stream.observability import gcpause, metrics
 from stream.observability.tracing import BatchTracer
 from stream.pipeline import build_stages
 from stream.resilience.circuit_breaker import CircuitBreaker
-from stream.runner import Batch, BatchRunner
+from stream.runner import BatchRunner
+from stream.runtime.steps import DependencyUnavailable
+from stream.runtime.user_steps import UserStep
+from stream.runtime.work import WorkBatch
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +117,13 @@ class PipelineService(mode.Service):
         s = self.settings
         base = s.kafka_client_config()
         self._lookups, self._breakers = build_lookups(s, self.feeds, base)
+        registry = formats.registry_breaker(s)
+        if registry is not None:  # the runner resumes a paused decode when it is not open
+            self._breakers[formats.REGISTRY_BREAKER] = registry
+        # Output schemas are checked for compatibility while the stages are built (a
+        # ConfigError with the registry's message) and registered here, once.
         stages = build_stages(s, self._lookups, self._breakers)
+        formats.register_outputs(stages.encoder)
         transactional_id = None
         if s.processing_guarantee == "exactly_once":
             # Stable across restarts of one instance (static membership, or a pod's
@@ -135,8 +145,10 @@ class PipelineService(mode.Service):
                 else None
             ),
             lookup_breakers=list(self._breakers.values()),
+            user_steps=stages.user_steps,
         )
         self.runner.start()
+        log.info("agent chain: %s", " -> ".join(self.runner.describe()))
         gcpause.install()
         gcpause.freeze_startup_objects()
         self.ready = True
@@ -162,15 +174,18 @@ class PipelineService(mode.Service):
                 continue
             try:
                 async with self._runner_lock:
-                    batch = runner.fetch()  # also runs the rebalance callbacks
+                    # In a thread: the rebalance callbacks run inside consume(), and a
+                    # restore of window state can take long; /health keeps answering.
+                    batch = await asyncio.to_thread(runner.fetch)
+                    work = runner.begin(batch) if batch is not None else None
             except Exception as exc:
                 await self._fail(exc, "consumer failed")
                 return
             metrics.last_poll_timestamp_seconds.set(runner.last_poll)
-            if batch is None:
+            if work is None:
                 await asyncio.sleep(0.005)
                 continue
-            await self.channel.send(value=batch)
+            await self.channel.send(value=work)
 
     @mode.Service.timer(1.0)
     async def _tick(self) -> None:
@@ -185,18 +200,50 @@ class PipelineService(mode.Service):
         except Exception as exc:
             await self._fail(exc, "worker failed")
 
-    async def process(self, batch: Batch) -> None:
+    async def step(self, index: int, work: WorkBatch) -> bool:
+        """Run link ``index`` of the chain on ``work``; True when it goes on to the next.
+
+        Plain links run under the runner lock. An async user stage awaits its service
+        without it (the rest of the chain, the fetch loop and the rebalance callbacks go
+        on meanwhile); the batch it holds is checked for revoked partitions after.
+        """
         runner = self.runner
         if runner is None or not self.ready:
-            return  # shutting down: unprocessed batches are replayed from the last commit
+            return False  # shutting down: unprocessed batches are replayed from the last commit
+        step = runner.steps[index]
         try:
-            async with self._runner_lock:
-                runner.process(batch)
-                await self._checkpoint_if_due(runner)
+            if isinstance(step, UserStep) and step.is_async:
+                if not await self._run_async(runner, step, work):
+                    return False
+            else:
+                async with self._runner_lock:
+                    if not runner.run_step(step, work):
+                        return False
+            if index == len(runner.steps) - 1:
+                async with self._runner_lock:
+                    runner.finish(work)
+                    await self._checkpoint_if_due(runner)
         except Exception as exc:
             # Never skip a batch: stop committing and crash the worker; the group
             # replays everything after the last checkpoint on a healthy member.
             await self._fail(exc, "batch processing failed")
+            return False
+        return True
+
+    async def _run_async(self, runner: BatchRunner, step: UserStep, work: WorkBatch) -> bool:
+        async with self._runner_lock:
+            if not runner.enter(work):
+                return False
+        start = time.perf_counter()
+        try:
+            await step.run_async(work)
+        except DependencyUnavailable as exc:
+            async with self._runner_lock:
+                runner.dependency_down(work, exc)
+            return False
+        async with self._runner_lock:
+            runner.step_done(step.name, work, time.perf_counter() - start)
+        return True
 
     async def _checkpoint_if_due(self, runner: BatchRunner) -> None:
         """Checkpoint off the event loop (caller holds the runner lock)."""
@@ -240,6 +287,26 @@ class PipelineService(mode.Service):
         return runner is not None and time.time() - runner.last_poll < HEALTH_STALE_SECONDS
 
 
+def chain_names(settings: Settings) -> list[str]:
+    """The links of the chain, as :class:`~stream.runner.BatchRunner` builds them."""
+    after: dict[str, list[str]] = {"validate": [], "enrich": []}
+    for spec in settings.stages:
+        after[spec.after].append(spec.stage_name)
+    return ["validate", *after["validate"], "enrich", *after["enrich"], "correlate"]
+
+
+def _link_agent(service: PipelineService, index: int, outbox: Any) -> Any:
+    """The agent function of link ``index``: run it on each batch, pass the batch on."""
+
+    async def link(stream: Any) -> None:
+        async for work in stream:
+            if await service.step(index, work) and outbox is not None:
+                await outbox.send(value=work)
+
+    link.__name__ = f"link_{index}"
+    return link
+
+
 class WebAndAgentsOnly(BootStrategy):
     """Start Faust's web server, agents and services, but no Faust Kafka client."""
 
@@ -264,14 +331,18 @@ def create_app(settings: Settings) -> tuple[faust.App, PipelineService]:
     # rebalance; without that consumer the channel would never accept a batch.
     app.flow_control.resume()
 
-    batches = app.channel(maxsize=settings.max_inflight_batches)
-    service = PipelineService(settings, batches, loop=None)
+    # One agent per link of the chain, joined by channels of batches (concurrency 1:
+    # batches stay in order). The first channel bounds the batches fetched ahead.
+    names = chain_names(settings)
+    channels = [app.channel(maxsize=settings.max_inflight_batches)]
+    channels += [app.channel(maxsize=1) for _ in names[1:]]
+    service = PipelineService(settings, channels[0], loop=None)
     app.service(service)  # type: ignore[arg-type]  # Faust accepts instances too
-
-    @app.agent(batches, concurrency=1)
-    async def process_batches(stream: Any) -> None:
-        async for batch in stream:
-            await service.process(batch)
+    for index, name in enumerate(names):
+        outbox = channels[index + 1] if index + 1 < len(names) else None
+        app.agent(channels[index], name=f"stage-{name}", concurrency=1)(
+            _link_agent(service, index, outbox)
+        )
 
     @app.page("/metrics")
     async def metrics_view(web: Any, request: Any) -> Any:
@@ -293,6 +364,7 @@ def create_app(settings: Settings) -> tuple[faust.App, PipelineService]:
             "ready": ok,
             "assigned_partitions": runner.assigned_partitions if runner else [],
             "pipeline": service.settings.pipeline,
+            "agents": runner.describe() if runner else chain_names(service.settings),
             "reference_values": len(service.feeds),
         }
         return web.json(body, status=200 if ok else 503)

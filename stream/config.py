@@ -27,7 +27,16 @@ from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from stream.errors import ConfigError
-from stream.pipeline_spec import DeriveSpec, EventTimeSpec, JoinSpec, check_joins
+from stream.pipeline_spec import (
+    DeriveSpec,
+    EventTimeSpec,
+    JoinSpec,
+    RecordFormat,
+    SchemaRegistrySpec,
+    SubjectStrategyName,
+    UserStageSpec,
+    check_joins,
+)
 from stream.pipelines import DEFAULT_PIPELINE
 from stream.windows.spec import DEFAULT_RULES, RuleSpec, config_error
 
@@ -150,8 +159,25 @@ class Settings(BaseSettings):
     #: Enrichment lookups (YAML key ``enrich`` as a list).
     joins: tuple[JoinSpec, ...] = ()
     derive: DeriveSpec = Field(default_factory=dict)
+    #: Stages of your own (``stream.stages.user``), in order after validate or enrich.
+    stages: tuple[UserStageSpec, ...] = ()
     #: The join that ``enrich:`` as a mapping and ``topics.reference`` configure (upgrade path).
     reference_join: str | None = None
+    # -- record formats (README "Schema Registry") --------------------------------------------
+    #: ``STREAM_FORMAT``: input values: ``json`` (no decoder), or Confluent-framed
+    #: ``avro`` / ``protobuf`` / ``json_schema`` read through the schema registry.
+    format: RecordFormat = "json"
+    #: The schema registry (Confluent-compatible API base URL, basic-auth variable).
+    schema_registry: SchemaRegistrySpec = Field(default_factory=SchemaRegistrySpec)
+    #: ``STREAM_SCHEMA_REGISTRY_URL``: overrides ``schema_registry.url``.
+    schema_registry_url: str | None = None
+    #: Enriched and correlation records: ``json``, or ``avro`` / ``json_schema`` (registered).
+    output_format: Literal["json", "avro", "json_schema"] = "json"
+    #: Avro (``.avsc``) or JSON Schema of the enriched records (relative to the pipeline file).
+    output_schema_file: str | None = None
+    #: Output subjects: ``topic`` = ``<topic>-value`` (TopicNameStrategy), ``record`` =
+    #: the record's full name (RecordNameStrategy, Avro only).
+    output_subject_strategy: SubjectStrategyName = "topic"
     #: Set by the loader: the pipeline file and the content hash of it and its schema (lineage).
     pipeline_file: str | None = None
     pipeline_digest: str = ""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -27,7 +27,14 @@ from stream.config import Settings
 from stream.errors import ConfigError
 from stream.expressions import compile_derived
 from stream.fieldpaths import SchemaFields, single_getter
-from stream.schema import CompiledSchema, compile_inline_schema, load_schema_file
+from stream.formats import pipeline as formats
+from stream.runtime.user_steps import UserStep, load_user_steps
+from stream.schema import (
+    CompiledSchema,
+    compile_inline_schema,
+    compile_json_schema,
+    load_schema_file,
+)
 from stream.stages import Reject
 from stream.stages.correlate import Correlator
 from stream.stages.enrich import Breaker, Enricher, Join, ReferenceLookup, ReferenceTable
@@ -56,6 +63,8 @@ class Stages:
     decoder: RecordDecoder | None = None
     #: Output records in another format than JSON (``output_format``); None for JSON.
     encoder: RecordEncoder | None = None
+    #: The pipeline file's own stages (``stages:``), imported and checked.
+    user_steps: list[UserStep] = field(default_factory=list)
 
 
 class RecordDecoder(Protocol):
@@ -77,7 +86,11 @@ class RecordEncoder(Protocol):
 
 
 def compile_schema(settings: Settings) -> CompiledSchema:
-    """The pipeline's schema, from ``schema_file`` or ``schema`` (inline)."""
+    """The pipeline's schema, from ``schema_file``, ``schema`` (inline) or the registry
+    (``schema: {registry_subject: ...}``, README "Schema Registry")."""
+    if formats.registry_subject(settings) is not None:
+        doc, source = formats.registry_schema_document(settings)
+        return compile_json_schema(doc, source=source)
     if settings.schema_inline is not None:
         return compile_inline_schema(settings.schema_inline, source=settings.pipeline_file or "")
     if settings.schema_file is None:
@@ -167,7 +180,22 @@ def _build(
         for path, info in schema.fields.items()
         if "." not in path and any(info.optional)
     }
-    return Stages(schema, plain, validator, enricher, correlator, output_key, optional)
+    # Record formats (README "Schema Registry"): None for JSON in and out (today's path).
+    decoder = formats.build_decoder(settings, breakers.get(formats.REGISTRY_BREAKER))
+    encoder = formats.build_encoder(settings)
+    user_steps = load_user_steps(settings.stages, settings.topics.input)
+    return Stages(
+        schema,
+        plain,
+        validator,
+        enricher,
+        correlator,
+        output_key,
+        optional,
+        decoder,
+        encoder,
+        user_steps,
+    )
 
 
 def check_pipeline(settings: Settings) -> Stages:

@@ -21,6 +21,11 @@ A pipeline file describes one pipeline completely (README "Pipeline files")::
       amount_eur: "amount * enrichment.fx.rate"
     correlate:
       rules: [...]
+    format: avro                             # json (default) | avro | protobuf | json_schema
+    schema_registry: {url: "http://127.0.0.1:8081/apis/ccompat/v7", basic_auth_env: SR_AUTH}
+    output_format: avro                      # json (default) | avro | json_schema
+    output_schema_file: orders-enriched.avsc
+    output_subject_strategy: topic           # topic (default) | record
 
 These models check the shape of each section; whether the fields they name exist is
 checked against the compiled schema when the pipeline is built
@@ -130,6 +135,28 @@ class JoinSpec(BaseModel):
         return "table" if self.table else "http" if self.http else "postgres"
 
 
+class UserStageSpec(BaseModel):
+    """A stage of your own (``stream.stages.user``), run after ``validate`` or ``enrich``."""
+
+    model_config = _FROZEN
+    #: ``module:function``, imported at start-up (the module must be importable).
+    python: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")]
+    #: Name in metrics, DLQ records (``dlq.stage``) and the agent chain; default: the function's.
+    name: Name | None = None
+    after: Literal["validate", "enrich"] = "enrich"
+    #: Topics the stage may ``emit()`` to.
+    topics: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    #: Async stages: time allowed per call, then ``retries`` more tries, then ``on_failure``.
+    timeout: PositiveDuration = 5_000
+    retries: int = Field(default=2, ge=0, le=20)
+    #: The stage's service unavailable (timeouts, breaker open): wait (``pause``) or dead-letter.
+    on_failure: Literal["pause", "dlq"] = "pause"
+
+    @property
+    def stage_name(self) -> str:
+        return self.name or self.python.rsplit(":", 1)[1]
+
+
 def _unique_names(joins: tuple[JoinSpec, ...]) -> tuple[JoinSpec, ...]:
     seen: set[str] = set()
     for i, join in enumerate(joins):
@@ -144,6 +171,37 @@ def check_joins(joins: Any) -> Any:
     return _unique_names(tuple(joins))
 
 
+# -- record formats (README "Schema Registry") ---------------------------------------------
+
+#: ``format:`` of the input values. ``json`` is today's path (no decoder); the others are
+#: Confluent-framed (magic byte, schema id) and read through the schema registry.
+RecordFormat = Literal["json", "avro", "protobuf", "json_schema"]
+#: ``output_subject_strategy:`` ``topic`` = TopicNameStrategy (``<topic>-value``),
+#: ``record`` = RecordNameStrategy (the Avro record's full name).
+SubjectStrategyName = Literal["topic", "record"]
+
+
+class SchemaRegistrySpec(BaseModel):
+    """``schema_registry: {url: ..., basic_auth_env: ...}``.
+
+    ``url`` is the Confluent-compatible API base (Apicurio: ``.../apis/ccompat/v7``);
+    ``STREAM_SCHEMA_REGISTRY_URL`` overrides it. ``basic_auth_env`` names the environment
+    variable holding ``USER:PASSWORD`` (secrets stay out of the file).
+    """
+
+    model_config = _FROZEN
+    url: Annotated[str, Field(min_length=1)] | None = None
+    basic_auth_env: Annotated[str, Field(min_length=1)] | None = None
+    #: How long the registry's circuit breaker stays open before a probe batch.
+    recovery_timeout: PositiveDuration = 5_000
+    #: How long a subject's latest version (Avro's reader schema) is reused before the
+    #: registry is asked again: a new version is picked up within this time.
+    latest_ttl: PositiveDuration = 30_000
+    #: ``json_schema`` input: also check each payload against its writer schema
+    #: (``jsonschema``, ~55 µs per record); the pipeline's own schema checks it anyway.
+    validate_writer_schema: bool = False
+
+
 #: ``derive:`` — name -> expression, evaluated in declaration order.
 DeriveSpec = dict[Annotated[str, Field(pattern=_NAME_PATTERN)], Annotated[str, Field(min_length=1)]]
 
@@ -154,6 +212,10 @@ __all__ = [
     "HttpSource",
     "JoinSpec",
     "PostgresSource",
+    "RecordFormat",
+    "SchemaRegistrySpec",
+    "SubjectStrategyName",
     "TableSource",
+    "UserStageSpec",
     "check_joins",
 ]

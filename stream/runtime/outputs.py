@@ -1,0 +1,186 @@
+"""Output routing: everything a finished batch writes, with the pipeline's lineage headers.
+
+The last agent of the chain hands each finished :class:`~stream.runtime.work.WorkBatch`
+to :meth:`OutputRouter.route`: dead-letter records (the original record plus
+``dlq.*`` headers), enriched records (keyed by the pipeline's ``key`` field or the
+input key), records user stages emitted to their own topics, and — from the
+correlate stage and the idle-window timer — correlation records. All of it is
+queued on the one producer the checkpoint flushes (at_least_once) or commits in
+its transaction (exactly_once), so every output is covered by the checkpoint that
+commits its input offsets.
+
+Lineage (README "Lineage"): every record carries ``stream.pipeline`` and
+``stream.pipeline.digest``; enriched and extra records ``stream.input`` =
+``topic/partition/offset`` of their input record; correlations
+``topic/partition/first-last``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol
+
+from confluent_kafka import Message
+
+from stream.config import Settings
+from stream.kafka.dlq import DlqWriter
+from stream.kafka.headers import TRACEPARENT, TRACESTATE, header_value
+from stream.models import Correlation, encoder
+from stream.observability import metrics
+from stream.runtime.work import WorkBatch
+
+LINEAGE_PIPELINE: Final = "stream.pipeline"
+LINEAGE_DIGEST: Final = "stream.pipeline.digest"
+LINEAGE_INPUT: Final = "stream.input"
+
+Headers = list[tuple[str, bytes]]
+
+
+class Producer(Protocol):
+    """What routing needs of :class:`stream.kafka.producer.OutputProducer` (and test doubles)."""
+
+    def produce(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None = None,
+        *,
+        partition: int = -1,
+        headers: Headers | None = None,
+        timestamp: int = 0,
+    ) -> None: ...
+
+    def produce_values(
+        self,
+        topic: str,
+        values: list[bytes],
+        keys: list[bytes | None],
+        headers: Sequence[Headers | None] | None = None,
+    ) -> None: ...
+
+
+class Encoder(Protocol):
+    def encode_values(self, topic: str, values: list[bytes]) -> list[bytes]: ...
+
+
+def lineage_headers(settings: Settings) -> Headers:
+    """The headers naming the pipeline that wrote a record (same for every record)."""
+    return [
+        (LINEAGE_PIPELINE, settings.pipeline.encode()),
+        (LINEAGE_DIGEST, settings.pipeline_digest.encode()),
+    ]
+
+
+class OutputRouter:
+    """Writes a finished batch's outputs and the correlations of one partition."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        producer: Producer,
+        *,
+        output_key: Callable[[Any], bytes | None] | None = None,
+        encoder: Encoder | None = None,
+    ) -> None:
+        topics = settings.topics
+        self._producer = producer
+        self._input = topics.input
+        self._enriched = topics.enriched
+        self._correlations = topics.correlations
+        self._output_key = output_key
+        self._encoder = encoder
+        self.lineage = lineage_headers(settings)
+        self._dlq = DlqWriter(producer, topics.dlq, extra_headers=self.lineage)  # type: ignore[arg-type]
+        #: ``traceparent`` values of the last routed batch (its span links to them).
+        self.traceparents: list[bytes] = []
+        self._labels_enriched = metrics.events_produced_total.labels(topic=self._enriched)
+        self._labels_correlations = metrics.events_produced_total.labels(topic=self._correlations)
+
+    def route(self, work: WorkBatch) -> None:
+        """Queue every output of a finished batch."""
+        if work.rejects:
+            self.dead_letter(work)
+        if work.events:
+            self._enriched_records(work)
+        for x in work.extra:
+            m = work.records[x.position]
+            headers = [*self.lineage, (LINEAGE_INPUT, _position(self._input, m))]
+            self._producer.produce(x.topic, x.value, x.key, headers=headers)
+            metrics.events_produced_total.labels(topic=x.topic).inc()
+
+    def dead_letter(self, work: WorkBatch) -> None:
+        counts: Counter[tuple[str, str]] = Counter()
+        records = work.records
+        for r in work.rejects:
+            self._dlq.write(
+                records[r.position],
+                stage=r.stage,
+                error_class=r.error_class,
+                message=r.message,
+                attempts=r.attempts,
+            )
+            counts[(r.stage, r.error_class)] += 1
+        for (stage, error_class), n in counts.items():
+            metrics.events_rejected_total.labels(stage=stage, error_class=error_class).inc(n)
+            metrics.dlq_records_total.labels(stage=stage).inc(n)
+
+    def _enriched_records(self, work: WorkBatch) -> None:
+        chosen = [work.records[i] for i in work.indices]
+        if self._output_key is None:
+            keys = [m.key() for m in chosen]
+        else:
+            output_key = self._output_key
+            keys = [output_key(e) for e in work.events]
+        values = work.outputs
+        if self._encoder is not None:
+            values = self._encoder.encode_values(self._enriched, values)
+        self._producer.produce_values(self._enriched, values, keys, self._headers(chosen))
+        self._labels_enriched.inc(len(values))
+
+    def _headers(self, chosen: list[Message]) -> list[Headers | None]:
+        """Lineage headers of each enriched record, plus its input's ``traceparent``.
+
+        The pipeline's two headers are shared tuples; per record only the input
+        position is formatted (``topic/partition/offset``).
+        """
+        base = self.lineage
+        position = b"%s/%d/%d"
+        topic = self._input.encode()
+        out: list[Headers | None] = [
+            [*base, (LINEAGE_INPUT, position % (topic, m.partition(), m.offset()))] for m in chosen
+        ]
+        self.traceparents = []
+        carried = [m.headers() for m in chosen]
+        if not any(carried):
+            return out
+        for hdrs, record_headers in zip(carried, out, strict=True):
+            parent = header_value(hdrs, TRACEPARENT) if hdrs else None
+            if parent is None or record_headers is None:
+                continue
+            self.traceparents.append(parent)
+            record_headers.append((TRACEPARENT, parent))
+            state = header_value(hdrs, TRACESTATE)
+            if state:
+                record_headers.append((TRACESTATE, state))
+        return out
+
+    def correlations(self, correlations: list[Correlation], partition: int) -> None:
+        """Produce correlation records of one input partition, with their lineage headers."""
+        if not correlations:
+            return
+        values = [encoder.encode(c) for c in correlations]
+        if self._encoder is not None:
+            values = self._encoder.encode_values(self._correlations, values)
+        source = f"{self._input}/{partition}/"
+        produce = self._producer.produce
+        for c, value in zip(correlations, values, strict=True):
+            key = "|".join([c.rule, *c.group.values()]).encode()
+            span = f"{source}{c.first_offset}-{c.last_offset}".encode()
+            produce(self._correlations, value, key, headers=[*self.lineage, (LINEAGE_INPUT, span)])
+            metrics.correlations_total.labels(rule=c.rule).inc()
+        self._labels_correlations.inc(len(correlations))
+
+
+def _position(topic: str, m: Message) -> bytes:
+    return f"{topic}/{m.partition()}/{m.offset()}".encode()
