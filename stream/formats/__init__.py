@@ -40,12 +40,15 @@ def make_decoder(
     basic_auth: str | None = None,
     *,
     validate_writer_schema: bool = True,
+    latest_ttl: float | None = None,
 ) -> FormatDecoder:
     """The decoder for ``format``; every format but ``json`` needs ``registry_url`` (the
     Confluent-compatible API base, e.g. ``…/apis/ccompat/v7`` for Apicurio).
 
     ``validate_writer_schema=False`` (``json_schema`` only) skips checking each payload
     against its writer schema — ~55 µs per record — and leaves validation to the pipeline.
+    ``latest_ttl``: seconds a subject's latest version (Avro's reader schema) is reused
+    before the registry is asked again (default :data:`~stream.formats.client.LATEST_TTL_S`).
     """
     if format == "json":
         return JsonDecoder()
@@ -57,9 +60,10 @@ def make_decoder(
             f"format {format!r} needs a schema registry: set STREAM_SCHEMA_REGISTRY_URL "
             "(or run `stream registry start`)",
         )
-    from stream.formats.client import make_client
+    from stream.formats.client import LATEST_TTL_S, make_client
 
-    client = make_client(registry_url, basic_auth)
+    ttl = LATEST_TTL_S if latest_ttl is None else latest_ttl
+    client = make_client(registry_url, basic_auth, latest_ttl=ttl)
     if format == "protobuf":
         from stream.formats.protobuf import ProtobufDecoder
 

@@ -39,8 +39,9 @@ _TRANSIENT_STATUS: Final = frozenset({408, 429})
 class RegistryClient(SchemaRegistryClient):  # type: ignore[misc,unused-ignore]  # untyped < 2.13
     """:class:`SchemaRegistryClient` whose latest-version lookups survive registry outages."""
 
-    def __init__(self, conf: dict[str, Any]) -> None:
+    def __init__(self, conf: dict[str, Any], latest_ttl: float = LATEST_TTL_S) -> None:
         super().__init__(conf)
+        self.latest_ttl = latest_ttl
         self._known_latest: dict[tuple[str, str | None], tuple[float, Any]] = {}
         self._latest_lock = threading.Lock()
 
@@ -49,7 +50,7 @@ class RegistryClient(SchemaRegistryClient):  # type: ignore[misc,unused-ignore] 
         now = time.monotonic()
         with self._latest_lock:
             known = self._known_latest.get(key)
-        if known is not None and now - known[0] < LATEST_TTL_S:
+        if known is not None and now - known[0] < self.latest_ttl:
             return known[1]
         try:
             library_cache = getattr(self, "_latest_version_cache", None)
@@ -65,8 +66,11 @@ class RegistryClient(SchemaRegistryClient):  # type: ignore[misc,unused-ignore] 
         return latest
 
 
-def make_client(url: str, basic_auth: str | None = None) -> RegistryClient:
-    """A client for the registry at ``url`` (``user:password`` basic auth if given)."""
+def make_client(
+    url: str, basic_auth: str | None = None, *, latest_ttl: float = LATEST_TTL_S
+) -> RegistryClient:
+    """A client for the registry at ``url`` (``user:password`` basic auth if given);
+    ``latest_ttl``: seconds a subject's latest version is reused before it is re-read."""
     conf: dict[str, Any] = {
         "url": url,
         "timeout": REQUEST_TIMEOUT_S,
@@ -79,7 +83,7 @@ def make_client(url: str, basic_auth: str | None = None) -> RegistryClient:
             raise ConfigError("schema_registry.basic_auth", "must be USER:PASSWORD")
         conf["basic.auth.user.info"] = basic_auth
     try:
-        return RegistryClient(conf)
+        return RegistryClient(conf, latest_ttl)
     except (ValueError, TypeError) as exc:
         raise ConfigError("schema_registry.url", str(exc)) from exc
 

@@ -32,6 +32,7 @@ examples:
   stream loadgen --count 1000000 --processes 2          # as fast as possible
   stream loadgen --duration 60 --rate 5000 --burst      # 5k/s with 3x spikes
   stream loadgen --count 100000 --invalid-ratio 0.02 --late-ratio 0.01 --seed-reference
+  stream loadgen --count 100000 --format avro --registry-url http://127.0.0.1:8081/apis/ccompat/v7
 """
 
 
@@ -70,6 +71,19 @@ def register(subparsers: Any) -> None:
     )
     kafka.add_argument(
         "--linger-ms", type=int, default=20, help="producer linger.ms (default: %(default)s)"
+    )
+    kafka.add_argument(
+        "--format",
+        default="json",
+        choices=("json", "avro", "protobuf", "json_schema"),
+        help="value format; avro, protobuf and json_schema register their schema under "
+        "<topic>-value and frame every value for the schema registry (default: %(default)s)",
+    )
+    kafka.add_argument(
+        "--registry-url",
+        default=os.environ.get("STREAM_SCHEMA_REGISTRY_URL"),
+        help="schema registry (Confluent-compatible API) for --format "
+        "(default: $STREAM_SCHEMA_REGISTRY_URL)",
     )
 
     amount = parser.add_argument_group("how much and how fast")
@@ -161,7 +175,7 @@ def _fail(message: str, code: int = 1) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from stream.errors import BrokerUnavailableError, ConfigError
+    from stream.errors import BrokerUnavailableError, ConfigError, StreamError
     from stream.loadgen.broker import check_broker, ensure_topic, seed_reference_data
     from stream.loadgen.generator import GeneratorConfig
     from stream.loadgen.producer import LoadOptions, run_load
@@ -193,9 +207,18 @@ def run(args: argparse.Namespace) -> int:
             compression=args.compression,
             acks=args.acks,
             linger_ms=args.linger_ms,
+            format=args.format,
+            registry_url=args.registry_url,
         )
+        if args.format != "json":
+            # Register the schema once here, so a registry problem is one clear line.
+            from stream.loadgen.formats import Framer
+
+            Framer(args.format, args.registry_url, args.topic)
     except ConfigError as exc:
         return _fail(str(exc), 2)
+    except StreamError as exc:
+        return _fail(str(exc))
     if args.partitions < 1:
         return _fail("invalid configuration: partitions: must be >= 1", 2)
 

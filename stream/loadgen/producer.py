@@ -36,6 +36,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 
 from stream.errors import ConfigError
 from stream.loadgen.broker import quiet_config
+from stream.loadgen.formats import Framer
 from stream.loadgen.generator import BLOCK_SIZE, Block, EventGenerator, GeneratorConfig, blocks_for
 from stream.loadgen.progress import Progress
 from stream.loadgen.rate import RateSchedule
@@ -71,6 +72,10 @@ class LoadOptions:
     flush_timeout_s: float = 60.0
     #: Extra librdkafka settings, applied last.
     producer_config: dict[str, Any] = field(default_factory=dict)
+    #: Value format: ``json``, or ``avro`` / ``protobuf`` / ``json_schema`` framed for a
+    #: schema registry at ``registry_url`` (:mod:`stream.loadgen.formats`).
+    format: str = "json"
+    registry_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.count is None and self.duration is None:
@@ -162,6 +167,7 @@ class _Slice:
 
     def __init__(self, options: LoadOptions, process: int) -> None:
         self._generator = EventGenerator(options.generator)
+        self._framer = Framer(options.format, options.registry_url, options.topic)
         self._blocks: Iterator[tuple[int, int]] = blocks_for(
             process, options.processes, options.count
         )
@@ -175,6 +181,8 @@ class _Slice:
             self._late_done += len(self.current.late)
         nxt = next(self._blocks, None)
         self.current = None if nxt is None else self._generator.block(*nxt)
+        if self.current is not None and self._framer.format != "json":
+            self.current = self.current._replace(values=self._framer.frame(self.current.values))
         return self.current
 
     def invalid_late(self, position: int) -> tuple[int, int]:

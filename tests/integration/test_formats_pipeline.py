@@ -1,0 +1,539 @@
+"""Record formats in a pipeline, end to end: a real broker, a real schema registry, real workers.
+
+One Apicurio registry serves the module (started through :mod:`stream.registry` on a free
+port, in-memory storage). Each test runs ``stream worker --config <pipeline file>`` with
+``format:`` avro / protobuf / json_schema, writes its input with confluent-kafka's own
+serializers and reads the outputs with confluent-kafka's own deserializers. Asserted:
+
+* valid records enriched (a derived field) and written in the output format; correlation
+  records too; invalid and badly framed records in the DLQ with ``bad_framing`` /
+  ``unknown_schema`` / ``undecodable`` in ``dlq.error.class``;
+* evolution: v1, then v2 (an added optional field with a default) registered while the
+  worker runs and records of both interleaved in one partition: all processed, v1 records
+  read with v2's default, no restart;
+* an incompatible v3 refused by the registry, and a worker whose output schema is
+  incompatible with its output subject failing start-up with the registry's message;
+* the registry stopped and restarted under a running worker: nothing lost or
+  dead-lettered, the ``schema-registry`` breaker opens and closes. The registry keeps
+  schemas in memory, so this test runs first (on an empty registry) and registers its
+  schemas again, in the same order, after the restart: the ids come back the same.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import yaml
+from confluent_kafka import Producer
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
+from confluent_kafka.schema_registry.error import SchemaRegistryError
+from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+from fastavro import parse_schema, schemaless_writer
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+from stream import registry
+from stream.kafka import headers as h
+from stream.localbroker import free_port_pair
+from tests.support.pipeline import (
+    REPO,
+    PipelineTopics,
+    WorkerProcess,
+    committed_offsets,
+    end_offsets,
+    read_all,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.broker, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+
+T0 = 1_796_205_600_000  # 2026-12-02T10:00:00Z
+HOUR = 3_600_000
+
+
+@dataclass(frozen=True)
+class LocalRegistry:
+    port: int
+    home: Path
+    app: Path
+    url: str
+
+
+@pytest.fixture(scope="module")
+def local_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
+    app = registry.ensure_distribution()
+    home = tmp_path_factory.mktemp("formats-registry")
+    port = free_port_pair()
+    url = registry.start(port, home, app=app)
+    yield LocalRegistry(port, home, app, url)
+    registry.stop(port, home)
+
+
+def client_for(url: str) -> SchemaRegistryClient:
+    return SchemaRegistryClient({"url": url})
+
+
+def ctx(topic: str) -> SerializationContext:
+    return SerializationContext(topic, MessageField.VALUE)
+
+
+def avro_order(*extra: dict[str, Any], name: str = "Order") -> str:
+    fields = [
+        {"name": "order_id", "type": "string"},
+        {"name": "customer", "type": "string"},
+        {"name": "amount", "type": "double"},
+        {"name": "created_at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+        *extra,
+    ]
+    return json.dumps({"type": "record", "name": name, "namespace": "shop", "fields": fields})
+
+
+V1 = avro_order()
+V2 = avro_order({"name": "tag", "type": "string", "default": "v2-default"})
+V3_INCOMPATIBLE = avro_order({"name": "owner", "type": "string"})  # no default: not BACKWARD
+#: The enriched records in Avro: the input, event_time_ms and the derived field.
+ENRICHED_AVRO = {
+    "type": "record",
+    "name": "EnrichedOrder",
+    "namespace": "shop",
+    "fields": [
+        {"name": "order_id", "type": "string"},
+        {"name": "customer", "type": "string"},
+        {"name": "amount", "type": "double"},
+        {"name": "created_at", "type": "string"},
+        {"name": "tag", "type": "string", "default": "out-default"},
+        {"name": "event_time_ms", "type": "long"},
+        {
+            "name": "enrichment",
+            "type": {
+                "type": "record",
+                "name": "Enrichment",
+                "fields": [{"name": "double_amount", "type": ["null", "double"]}],
+            },
+        },
+    ],
+}
+JSON_ORDER = {
+    "type": "object",
+    "properties": {
+        "order_id": {"type": "string", "minLength": 1},
+        "customer": {"type": "string"},
+        "amount": {"type": "number", "minimum": 0},
+        "created_at": {"type": "string", "format": "date-time"},
+    },
+    "required": ["order_id", "customer", "amount", "created_at"],
+}
+PROTO_ORDER = (
+    'syntax = "proto3";\npackage shop;\n'
+    "message Order { string order_id = 1; string customer = 2; double amount = 3; "
+    "string created_at = 4; }\n"
+)
+
+
+def iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+
+
+def order(n: int, t: int) -> dict[str, Any]:
+    return {"order_id": f"o{n}", "customer": f"c{n % 3}", "amount": float(n), "created_at": t}
+
+
+def write_pipeline(topics: PipelineTopics, directory: Path, url: str, **formats: Any) -> Path:
+    spec: dict[str, Any] = {
+        "pipeline": "orders-formats",
+        "topics": {
+            "input": topics.input,
+            "enriched": topics.enriched,
+            "correlations": topics.correlations,
+            "dlq": topics.dlq,
+        },
+        "event_id": "order_id",
+        "event_time": {"field": "created_at"},
+        "key": "customer",
+        "schema_registry": {"url": url, "latest_ttl": "1s", "recovery_timeout": "2s"},
+        "derive": {"double_amount": "double(amount) * 2.0"},
+        "correlate": {
+            "rules": [
+                {
+                    "name": "orders-per-customer",
+                    "kind": "threshold",
+                    "group_by": ["customer"],
+                    "window": {"type": "tumbling", "size": "10m"},
+                    "aggregate": "count",
+                    "when": ">= 1",
+                }
+            ]
+        },
+        **formats,
+    }
+    if spec.get("output_format") == "avro":
+        (directory / "enriched.avsc").write_text(json.dumps(ENRICHED_AVRO))
+        spec["output_schema_file"] = "enriched.avsc"
+    path = directory / f"{topics.prefix}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes], partition: int = 0) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for value in values:
+        producer.produce(topic, value, partition=partition)
+    assert producer.flush(60) == 0
+
+
+def drained(bootstrap: str, topics: PipelineTopics) -> bool:
+    return committed_offsets(bootstrap, topics.group, topics.input) == end_offsets(
+        bootstrap, topics.input
+    )
+
+
+def wait_drained(bootstrap: str, topics: PipelineTopics, worker: WorkerProcess) -> None:
+    def done() -> bool:
+        assert worker.proc.poll() is None, worker.log()
+        return drained(bootstrap, topics)
+
+    wait_until(done, timeout=90, message="input committed to its end")
+
+
+def dlq_classes(bootstrap: str, topics: PipelineTopics) -> Counter[str]:
+    return Counter(
+        (h.header_value(m.headers() or [], h.DLQ_ERROR_CLASS) or b"").decode()
+        for m in read_all(bootstrap, topics.dlq)
+    )
+
+
+def bad_values(schema_id: int, payload: bytes) -> list[bytes]:
+    """bad_framing, unknown_schema, undecodable (in that order)."""
+    return [
+        b'{"order_id": "plain json"}',
+        b"\x00" + (987_654).to_bytes(4, "big") + payload,
+        b"\x00" + schema_id.to_bytes(4, "big") + b"\xff\xff\xff",
+    ]
+
+
+def transitions(worker: WorkerProcess, to_state: str) -> float:
+    _status, body = worker.get("/metrics")
+    pattern = (
+        r'^stream_circuit_breaker_transitions_total\{breaker="schema-registry",'
+        rf'to_state="{to_state}"\}} (\S+)$'
+    )
+    found = re.search(pattern, body.decode(), re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+def closer(n: int) -> dict[str, Any]:
+    """An order an hour later: moves the watermark past every window of the test."""
+    return order(n, T0 + HOUR)
+
+
+# -- the registry goes away under a running worker (first: it needs an empty registry) -------
+
+
+def test_registry_outage_pauses_and_resumes_without_losing_records(
+    kafka_bootstrap: str, local_registry: LocalRegistry, tmp_path: Path
+) -> None:
+    url = local_registry.url
+    topics = PipelineTopics(kafka_bootstrap, partitions=1).create()
+    client = client_for(url)
+    subject, other = f"{topics.input}-value", f"{topics.prefix}-other-value"
+    v2_writer = avro_order({"name": "note", "type": "string", "default": ""})
+    ids = [
+        client.register_schema(subject, Schema(V1, "AVRO")),
+        client.register_schema(other, Schema(v2_writer, "AVRO")),
+    ]
+    pipeline = write_pipeline(
+        topics, tmp_path, url, format="avro", schema={"registry_subject": subject}
+    )
+    v1 = AvroSerializer(
+        client, V1, conf={"auto.register.schemas": False, "use.latest.version": True}
+    )
+    header2 = b"\x00" + ids[1].to_bytes(4, "big")
+
+    def v2_value(n: int) -> bytes:
+        buffer = BytesIO()
+        buffer.write(header2)
+        schemaless_writer(
+            buffer, parse_schema(json.loads(v2_writer)), {**order(n, T0 + n), "note": "x"}
+        )
+        return buffer.getvalue()
+
+    before = [v1(order(n, T0 + n), ctx(topics.input)) for n in range(20)]
+    during = [v2_value(n) for n in range(20, 60)]
+
+    worker = WorkerProcess(topics, tmp_path, args=["--config", str(pipeline)])
+    try:
+        worker.wait_ready()
+        produce(kafka_bootstrap, topics.input, before)
+        wait_drained(kafka_bootstrap, topics, worker)
+
+        registry.stop(local_registry.port, local_registry.home)
+        produce(kafka_bootstrap, topics.input, during)  # a writer schema the worker never saw
+        wait_until(lambda: transitions(worker, "open") >= 1, timeout=60, message="breaker opened")
+        assert not drained(kafka_bootstrap, topics)
+        assert read_all(kafka_bootstrap, topics.dlq) == []
+
+        registry.start(local_registry.port, local_registry.home, app=local_registry.app)
+        again = client_for(url)  # in-memory storage: register the same schemas again
+        assert [
+            again.register_schema(subject, Schema(V1, "AVRO")),
+            again.register_schema(other, Schema(v2_writer, "AVRO")),
+        ] == ids
+        wait_drained(kafka_bootstrap, topics, worker)
+        assert transitions(worker, "closed") >= 1
+    finally:
+        assert worker.stop() == 0, worker.log()
+
+    assert read_all(kafka_bootstrap, topics.dlq) == []
+    enriched = [orjson.loads(m.value()) for m in read_all(kafka_bootstrap, topics.enriched)]
+    assert sorted(e["order_id"] for e in enriched) == sorted(f"o{n}" for n in range(60))
+    assert "breaker 'schema-registry': closed -> open" in worker.log_path.read_text()
+
+
+# -- each format end to end ------------------------------------------------------------------
+
+
+def test_avro_end_to_end_with_evolution_in_one_partition(
+    kafka_bootstrap: str, local_registry: LocalRegistry, tmp_path: Path
+) -> None:
+    url = local_registry.url
+    topics = PipelineTopics(kafka_bootstrap, partitions=1).create()
+    client = client_for(url)
+    subject = f"{topics.input}-value"
+    pipeline = write_pipeline(
+        topics,
+        tmp_path,
+        url,
+        format="avro",
+        schema={"registry_subject": subject},
+        output_format="avro",
+    )
+    c = ctx(topics.input)
+    write_v1 = AvroSerializer(client, V1)
+    write_v2 = AvroSerializer(client, V2)
+    first = [write_v1(order(n, T0 + n * 1000), c) for n in range(30)]
+    v1_id = int.from_bytes(first[0][1:5], "big")
+    bad = bad_values(v1_id, first[0][5:])
+
+    worker = WorkerProcess(topics, tmp_path, args=["--config", str(pipeline)])
+    try:
+        worker.wait_ready()
+        produce(kafka_bootstrap, topics.input, first + bad)
+        wait_drained(kafka_bootstrap, topics, worker)
+
+        # v2 while the worker runs: BACKWARD-compatible, read as soon as latest_ttl (1 s) passes.
+        assert client.register_schema(subject, Schema(V2, "AVRO")) > v1_id
+        with pytest.raises(SchemaRegistryError) as refused:
+            client.register_schema(subject, Schema(V3_INCOMPATIBLE, "AVRO"))
+        assert refused.value.http_status_code == 409
+        time.sleep(1.5)
+        mixed = []
+        for n in range(30, 90):
+            if n % 2:
+                mixed.append(write_v2({**order(n, T0 + n * 1000), "tag": f"t{n}"}, c))
+            else:
+                mixed.append(write_v1(order(n, T0 + n * 1000), c))
+        mixed.append(write_v2({**closer(999), "tag": "closer"}, c))
+        produce(kafka_bootstrap, topics.input, mixed)
+        wait_drained(kafka_bootstrap, topics, worker)
+    finally:
+        assert worker.stop() == 0, worker.log()
+
+    read = AvroDeserializer(client)
+    enriched = {}
+    for m in read_all(kafka_bootstrap, topics.enriched):
+        record = read(m.value(), ctx(topics.enriched))
+        enriched[record["order_id"]] = (record, m.key())
+    assert len(enriched) == 91
+    for n in range(90):
+        record, key = enriched[f"o{n}"]
+        assert record["enrichment"]["double_amount"] == 2.0 * n
+        assert record["event_time_ms"] == T0 + n * 1000
+        assert key == f"c{n % 3}".encode()
+        # Before v2: no tag in the input, the output schema's default. After: v2's default
+        # for v1 records (read with the latest version), their own for v2 records.
+        expected = "out-default" if n < 30 else f"t{n}" if n % 2 else "v2-default"
+        assert record["tag"] == expected, (n, record)
+    assert dlq_classes(kafka_bootstrap, topics) == Counter(
+        {"bad_framing": 1, "unknown_schema": 1, "undecodable": 1}
+    )
+    correlations = [
+        read(m.value(), ctx(topics.correlations))
+        for m in read_all(kafka_bootstrap, topics.correlations)
+    ]
+    assert correlations and {c["rule"] for c in correlations} == {"orders-per-customer"}
+    assert sum(c["count"] for c in correlations if c["window_start"] < T0 + HOUR) == 90
+
+
+def test_json_schema_end_to_end(
+    kafka_bootstrap: str, local_registry: LocalRegistry, tmp_path: Path
+) -> None:
+    url = local_registry.url
+    topics = PipelineTopics(kafka_bootstrap, partitions=1).create()
+    client = client_for(url)
+    subject = f"{topics.input}-value"
+    registry_spec = {"url": url, "latest_ttl": "1s", "validate_writer_schema": True}
+    pipeline = write_pipeline(
+        topics,
+        tmp_path,
+        url,
+        format="json_schema",
+        schema={"registry_subject": subject},
+        output_format="json_schema",
+        schema_registry=registry_spec,
+    )
+    c = ctx(topics.input)
+    write = JSONSerializer(json.dumps(JSON_ORDER), client)
+    good = [write({**order(n, 0), "created_at": iso(T0 + n * 1000)}, c) for n in range(40)]
+    good.append(write({**closer(999), "created_at": iso(T0 + HOUR)}, c))
+    schema_id = int.from_bytes(good[0][1:5], "big")
+    violating = b"\x00" + schema_id.to_bytes(4, "big") + b'{"order_id": "neg", "amount": -1}'
+    bad = [*bad_values(schema_id, good[0][5:])[:2], violating]
+
+    worker = WorkerProcess(topics, tmp_path, args=["--config", str(pipeline)])
+    try:
+        worker.wait_ready()
+        produce(kafka_bootstrap, topics.input, good + bad)
+        wait_drained(kafka_bootstrap, topics, worker)
+    finally:
+        assert worker.stop() == 0, worker.log()
+
+    read = JSONDeserializer(None, schema_registry_client=client)
+    enriched = [
+        read(m.value(), ctx(topics.enriched)) for m in read_all(kafka_bootstrap, topics.enriched)
+    ]
+    assert len(enriched) == 41
+    by_id = {e["order_id"]: e for e in enriched}
+    for n in range(40):
+        assert by_id[f"o{n}"]["enrichment"] == {"double_amount": 2.0 * n}
+        assert by_id[f"o{n}"]["event_time_ms"] == T0 + n * 1000
+    output_schema = client.get_latest_version(f"{topics.enriched}-value").schema
+    assert output_schema.schema_type == "JSON"
+    assert "enrichment" in json.loads(output_schema.schema_str)["properties"]
+    assert dlq_classes(kafka_bootstrap, topics) == Counter(
+        {"bad_framing": 1, "unknown_schema": 1, "undecodable": 1}
+    )
+    correlations = [
+        read(m.value(), ctx(topics.correlations))
+        for m in read_all(kafka_bootstrap, topics.correlations)
+    ]
+    assert sum(c["count"] for c in correlations if c["window_start"] < T0 + HOUR) == 40
+
+
+def _proto_class() -> Any:
+    file_proto = descriptor_pb2.FileDescriptorProto(
+        name="shop_order_test.proto", package="shop", syntax="proto3"
+    )
+    message = file_proto.message_type.add(name="Order")
+    string, double = (
+        descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+        descriptor_pb2.FieldDescriptorProto.TYPE_DOUBLE,
+    )
+    for number, (name, kind) in enumerate(
+        [("order_id", string), ("customer", string), ("amount", double), ("created_at", string)],
+        start=1,
+    ):
+        message.field.add(name=name, number=number, type=kind, label=1)  # type: ignore[arg-type]
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file_proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("shop.Order"))
+
+
+def test_protobuf_end_to_end(
+    kafka_bootstrap: str, local_registry: LocalRegistry, tmp_path: Path
+) -> None:
+    url = local_registry.url
+    topics = PipelineTopics(kafka_bootstrap, partitions=1).create()
+    client = client_for(url)
+    schema_id = client.register_schema(f"{topics.input}-value", Schema(PROTO_ORDER, "PROTOBUF"))
+    inline = {
+        "order_id": {"type": "string", "required": True, "min_length": 1},
+        "customer": {"type": "string", "required": True},
+        "amount": {"type": "number", "required": True},
+        "created_at": {"type": "string", "format": "date-time", "required": True},
+    }
+    pipeline = write_pipeline(
+        topics, tmp_path, url, format="protobuf", schema=inline, output_format="avro"
+    )
+    message = _proto_class()
+    header = b"\x00" + schema_id.to_bytes(4, "big") + b"\x00"  # message index path [0]
+
+    def framed(body: dict[str, Any]) -> bytes:
+        return header + message(**body).SerializeToString()
+
+    good = [framed({**order(n, 0), "created_at": iso(T0 + n * 1000)}) for n in range(40)]
+    good.append(framed({**closer(999), "created_at": iso(T0 + HOUR)}))
+    invalid = framed({**order(7, 0), "order_id": "", "created_at": iso(T0)})  # minLength 1
+    bad = [*bad_values(schema_id, good[0][6:])[:2], header + b"\xff\xff", invalid]
+
+    worker = WorkerProcess(topics, tmp_path, args=["--config", str(pipeline)])
+    try:
+        worker.wait_ready()
+        produce(kafka_bootstrap, topics.input, good + bad)
+        wait_drained(kafka_bootstrap, topics, worker)
+    finally:
+        assert worker.stop() == 0, worker.log()
+
+    read = AvroDeserializer(client)
+    enriched = {
+        r["order_id"]: r
+        for r in (
+            read(m.value(), ctx(topics.enriched))
+            for m in read_all(kafka_bootstrap, topics.enriched)
+        )
+    }
+    assert len(enriched) == 41
+    for n in range(40):
+        assert enriched[f"o{n}"]["enrichment"] == {"double_amount": 2.0 * n}
+        assert enriched[f"o{n}"]["created_at"] == iso(T0 + n * 1000)
+    assert dlq_classes(kafka_bootstrap, topics) == Counter(
+        {"bad_framing": 1, "unknown_schema": 1, "undecodable": 1, "schema_violation": 1}
+    )
+
+
+# -- an incompatible output schema stops the worker at start-up -------------------------------
+
+
+def test_incompatible_output_schema_fails_start_up_with_the_registry_message(
+    kafka_bootstrap: str, local_registry: LocalRegistry, tmp_path: Path
+) -> None:
+    url = local_registry.url
+    topics = PipelineTopics(kafka_bootstrap, partitions=1)
+    client = client_for(url)
+    subject = f"{topics.input}-value"
+    client.register_schema(subject, Schema(V1, "AVRO"))
+    client.register_schema(f"{topics.enriched}-value", Schema(json.dumps(ENRICHED_AVRO), "AVRO"))
+    pipeline = write_pipeline(
+        topics,
+        tmp_path,
+        url,
+        format="avro",
+        schema={"registry_subject": subject},
+        output_format="avro",
+    )
+    incompatible = dict(ENRICHED_AVRO)
+    incompatible["fields"] = [*ENRICHED_AVRO["fields"], {"name": "region", "type": "string"}]  # type: ignore[list-item]
+    (tmp_path / "enriched.avsc").write_text(json.dumps(incompatible))
+    result = subprocess.run(
+        [sys.executable, "-m", "stream.cli", "worker", "--config", str(pipeline)],
+        env=topics.env(PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert f"output schema for subject '{topics.enriched}-value'" in result.stderr
+    assert "the registry refused it" in result.stderr and "region" in result.stderr
+    assert client.get_versions(f"{topics.enriched}-value") == [1]
