@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "stream.commands.sink",
     "stream.commands.schema",
     "stream.commands.registry",
+    "stream.commands.test_pipeline",
 )
 
 

@@ -16,6 +16,7 @@ test driver gives tables of its own.
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,11 +106,16 @@ def build_stages(
     settings: Settings,
     lookups: Mapping[str, ReferenceLookup],
     breakers: Mapping[str, Breaker] | None = None,
+    *,
+    clock: Callable[[], float] = time.time,
 ) -> Stages:
-    """Compile ``settings`` into stages; ConfigError naming the file and path on any problem."""
+    """Compile ``settings`` into stages; ConfigError naming the file and path on any problem.
+
+    ``clock``: the wall clock of the validate stage's "too far in the future" check.
+    """
     source = settings.pipeline_file or "(settings)"
     try:
-        return _build(settings, lookups, breakers or {})
+        return _build(settings, lookups, breakers or {}, clock)
     except ConfigError as exc:
         raise exc.in_file(source) from None
 
@@ -118,6 +124,7 @@ def _build(
     settings: Settings,
     lookups: Mapping[str, ReferenceLookup],
     breakers: Mapping[str, Breaker],
+    clock: Callable[[], float],
 ) -> Stages:
     schema = compile_schema(settings)
     derived_names = list(settings.derive)
@@ -128,7 +135,7 @@ def _build(
     fields = _RecordingFields(schema.fields, derived_attrs)
     plain = SchemaFields(schema.fields)
 
-    validator = _validator(settings, struct, plain)
+    validator = _validator(settings, struct, plain, clock)
 
     joins: list[Join] = []
     for i, spec in enumerate(settings.joins):
@@ -213,7 +220,12 @@ def build_validator(settings: Settings) -> Validator:
         raise exc.in_file(source) from None
 
 
-def _validator(settings: Settings, struct: type[msgspec.Struct], plain: SchemaFields) -> Validator:
+def _validator(
+    settings: Settings,
+    struct: type[msgspec.Struct],
+    plain: SchemaFields,
+    clock: Callable[[], float] = time.time,
+) -> Validator:
     if settings.event_time is None:
         raise ConfigError("event_time", "required: {field: <path of the event-time field>}")
     time_path = settings.event_time.field
@@ -227,6 +239,7 @@ def _validator(settings: Settings, struct: type[msgspec.Struct], plain: SchemaFi
         max_event_bytes=validation.max_event_bytes,
         max_future_ms=validation.max_future_ms,
         min_event_time_ms=validation.min_event_time_ms,
+        clock=clock,
     )
 
 

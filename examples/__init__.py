@@ -1,0 +1,1 @@
+"""Runnable examples of pipelines and user stages (see README "Writing a stage")."""
