@@ -32,9 +32,9 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import Final, NamedTuple
+from typing import NamedTuple
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 
 from stream.checkpoint import Checkpointer
 from stream.config import Settings
@@ -42,8 +42,6 @@ from stream.errors import FatalError, StreamError
 from stream.kafka.pausing import PartitionPauser
 from stream.kafka.producer import (
     OutputProducer,
-    ProducerFencedError,
-    ProducerResetNeeded,
     TransactionAbortedError,
 )
 from stream.kafka.reader import offset_of, record_partitions
@@ -55,6 +53,7 @@ from stream.runtime.flow import FlowControl
 from stream.runtime.gauges import update_gauges
 from stream.runtime.outputs import OutputRouter
 from stream.runtime.ownership import ChangelogReader, Ownership
+from stream.runtime.rebalance import Commits
 from stream.runtime.steps import (
     CORRELATE,
     DECODE,
@@ -82,11 +81,6 @@ _NOT_ALLOWED = frozenset(
         KafkaError._AUTHENTICATION,
     }
 )
-#: More transaction recoveries than this within RECOVERY_WINDOW_S stop the worker.
-MAX_RECOVERIES: Final = 5
-RECOVERY_WINDOW_S: Final = 300.0
-#: Seconds a checkpoint on revocation may keep retrying before the partitions go anyway.
-REVOKE_CHECKPOINT_WAIT_S: Final = 10.0
 
 Link = Step | UserStep
 
@@ -164,7 +158,15 @@ class BatchRunner:
         self.last_poll = 0.0
         #: Set when a batch failed mid-way: from then on nothing is committed.
         self._failed: BaseException | None = None
-        self._recoveries: list[float] = []
+        self.commits = Commits(
+            self,
+            self.checkpointer,
+            self.ownership,
+            producer,
+            input_topic=self._input,
+            exactly_once=self._eos,
+            static_membership=bool(settings.group_instance_id),
+        )
         self._labels_consumed = metrics.events_consumed_total.labels(topic=self._input)
         names = [s.name for s in self.steps]
         self._processed = {n: metrics.events_processed_total.labels(stage=n) for n in names}
@@ -206,8 +208,12 @@ class BatchRunner:
         if self._eos:
             self._producer.init_transactions()
             self._producer.begin()
+        commits = self.commits
         self._consumer.subscribe(
-            [self._input], on_assign=self.on_assign, on_revoke=self.on_revoke, on_lost=self.on_lost
+            [self._input],
+            on_assign=commits.on_assign,
+            on_revoke=commits.on_revoke,
+            on_lost=commits.on_lost,
         )
 
     def close(self, wait: float = 10.0) -> bool:
@@ -227,7 +233,7 @@ class BatchRunner:
     @property
     def failed(self) -> BaseException | None:
         """The failure that stopped this runner (a batch, or a checkpoint), if any."""
-        return self._failed or self.checkpointer.failed
+        return self._failed or self.commits.failed or self.checkpointer.failed
 
     @property
     def paused(self) -> bool:
@@ -346,7 +352,7 @@ class BatchRunner:
     def _batch_failed(self, error: StreamError) -> None:
         """A producer error while routing: recover the transaction (exactly_once), or fail."""
         if self._eos and isinstance(error, TransactionAbortedError):
-            self._recover_transaction(error, list(self.ownership.assigned))
+            self.commits.recover(error, list(self.ownership.assigned))
             return
         self._failed = error
         raise error
@@ -391,95 +397,7 @@ class BatchRunner:
 
     def maybe_checkpoint(self) -> None:
         if self.checkpoint_due():
-            self._checkpoint()
-
-    def _checkpoint(self, partitions: list[int] | None = None, wait: float = 0.0) -> bool:
-        """Checkpoint; an aborted transaction rewinds to the last commit instead of failing."""
-        try:
-            return self.checkpointer.checkpoint(partitions, wait=wait)
-        except TransactionAbortedError as exc:
-            keep = [p for p in self.ownership.assigned if p not in (partitions or ())]
-            self._recover_transaction(exc, keep)
-            return False
-
-    def _recover_transaction(self, error: TransactionAbortedError, partitions: list[int]) -> None:
-        """Start over from the last commit after the transaction broke (exactly_once).
-
-        Aborted: just rewind. Producer unusable (its transaction timed out on the broker
-        during an outage, or it is in an error state): replace it first. Fenced while
-        other instances may share our transactional id (static membership): a successor
-        took over, so stop. Too many recoveries in a row: stop too.
-        """
-        try:
-            if isinstance(error, ProducerFencedError) and self.settings.group_instance_id:
-                raise FatalError(str(error))
-            now = time.monotonic()
-            self._recoveries = [t for t in self._recoveries if now - t < RECOVERY_WINDOW_S]
-            self._recoveries.append(now)
-            if len(self._recoveries) > MAX_RECOVERIES:
-                raise FatalError(
-                    f"{len(self._recoveries)} transaction recoveries in "
-                    f"{RECOVERY_WINDOW_S:.0f}s; last: {error}"
-                )
-            if isinstance(error, ProducerResetNeeded):
-                log.warning("%s; replacing the producer, rewinding to the last commit", error)
-                self._producer.reset()
-            else:
-                log.warning("%s; rewinding every owned partition to its last commit", error)
-            metrics.errors_total.labels(stage="commit", error_class=type(error).__name__).inc()
-            self.ownership.rewind_to_last_commit(partitions)
-        except StreamError as exc:
-            self._failed = exc
-            raise
-
-    # -- rebalance callbacks (run inside consume(), under the runner lock) ----------------------
-
-    def on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        if self._eos and self.failed is None and self.ownership.assigned:
-            # Commit the open transaction first: restoring can take longer than
-            # transaction.timeout.ms, after which the broker would abort it.
-            self._checkpoint(wait=REVOKE_CHECKPOINT_WAIT_S)
-        self.ownership.assign([tp.partition for tp in partitions])
-        metrics.rebalances_total.labels(kind="assign").inc()
-        log.info("assigned partitions %s of %s", [tp.partition for tp in partitions], self._input)
-
-    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        revoked = [tp.partition for tp in partitions]
-        try:
-            if self.failed is None:
-                # exactly_once: one transaction holds every partition's outputs, so it
-                # is committed whole; at_least_once commits just the revoked offsets.
-                done = self._checkpoint(
-                    None if self._eos else revoked, wait=REVOKE_CHECKPOINT_WAIT_S
-                )
-                if not done:
-                    log.warning(
-                        "could not commit revoked partitions %s; their new owner replays from "
-                        "the last commit",
-                        revoked,
-                    )
-        except StreamError:
-            log.exception(
-                "checkpoint on revocation failed; the new owner replays from the last commit"
-            )
-        self.ownership.drop(revoked)
-        metrics.rebalances_total.labels(kind="revoke").inc()
-        log.info("revoked partitions %s of %s", revoked, self._input)
-
-    def on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        lost = [tp.partition for tp in partitions]
-        self.checkpointer.forget(lost)
-        self.ownership.drop(lost)
-        if self._eos and self.failed is None:
-            # The open transaction holds outputs of the lost partitions, which their new
-            # owner is producing too: drop it (a new producer instance aborts it for
-            # sure, whatever state the session loss left the old one in) and redo the
-            # partitions still owned.
-            self._recover_transaction(
-                ProducerResetNeeded(f"partitions {lost} lost"), list(self.ownership.assigned)
-            )
-        metrics.rebalances_total.labels(kind="lost").inc()
-        log.warning("lost partitions %s of %s without commit", lost, self._input)
+            self.commits.checkpoint()
 
 
 def _next_offsets(work: WorkBatch) -> dict[int, int]:
