@@ -2,13 +2,15 @@
 
 For each format: fresh topics, N events of the bundled pipeline produced beforehand with
 ``stream loadgen --format <format>`` (schemas registered under ``<topic>-value``), then
-one ``stream worker`` (the bundled pipeline plus ``format: <format>``) drains them. The
+one ``stream worker`` (the bundled pipeline plus ``format: <format>`` and
+``output_format: <--output-format>``) drains them. The
 clock and the worker's CPU time (``/proc/<pid>/stat``, all threads) are read when the
 worker has consumed its first events and when its last enriched record is produced, so
 start-up is not counted. Output format JSON; no other load should run meanwhile.
 
     .venv/bin/python -m benchmarks.format_throughput --count 300000
     .venv/bin/python -m benchmarks.format_throughput --formats json,avro --json
+    .venv/bin/python -m benchmarks.format_throughput --formats avro --output-format avro
 
 Needs a broker (``--bootstrap``, default ``$STREAM_BOOTSTRAP_SERVERS`` or 127.0.0.1:9092)
 and a registry (``--registry-url``, default ``$STREAM_SCHEMA_REGISTRY_URL``; without one a
@@ -32,6 +34,44 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 FORMATS = ("json", "avro", "protobuf", "json_schema")
+OUTPUT_FORMATS = ("json", "avro", "json_schema")
+_NULLABLE = {"default": None}
+#: ``--output-format avro``: the bundled pipeline's enriched records.
+ENRICHED_AVRO: dict[str, Any] = {
+    "type": "record",
+    "name": "EnrichedEvent",
+    "namespace": "stream.bench",
+    "fields": [
+        {"name": "event_id", "type": "string"},
+        {"name": "timestamp", "type": ["long", "string"]},
+        {"name": "type", "type": "string"},
+        {"name": "source", "type": "string"},
+        {"name": "severity", "type": "string"},
+        {"name": "entity", "type": ["null", "string"], **_NULLABLE},
+        {"name": "value", "type": ["null", "double"], **_NULLABLE},
+        {"name": "trace_id", "type": ["null", "string"], **_NULLABLE},
+        {
+            "name": "attributes",
+            "type": ["null", {"type": "map", "values": ["string", "double", "boolean"]}],
+            **_NULLABLE,
+        },
+        {"name": "event_time_ms", "type": "long"},
+        {
+            "name": "enrichment",
+            "type": {
+                "type": "record",
+                "name": "Enrichment",
+                "fields": [
+                    {"name": "known_service", "type": "boolean"},
+                    {"name": "team", "type": ["null", "string"], **_NULLABLE},
+                    {"name": "tier", "type": ["null", "long"], **_NULLABLE},
+                    {"name": "owner", "type": ["null", "string"], **_NULLABLE},
+                    {"name": "score", "type": ["null", "double"], **_NULLABLE},
+                ],
+            },
+        },
+    ],
+}
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -59,7 +99,13 @@ def free_port() -> int:
 
 
 def run_format(
-    fmt: str, count: int, partitions: int, bootstrap: str, registry_url: str, work: Path
+    fmt: str,
+    count: int,
+    partitions: int,
+    bootstrap: str,
+    registry_url: str,
+    work: Path,
+    output_format: str = "json",
 ) -> dict[str, Any]:
     prefix = f"fmt{uuid.uuid4().hex[:8]}"
     topics = {
@@ -78,6 +124,8 @@ def run_format(
             "STREAM_APP_ID": f"{prefix}-app",
             "STREAM_LOG_FORMAT": "text",
             "STREAM_HOME": str(work),
+            # Late events to the DLQ, as every release so far did (not a format matter).
+            "STREAM_CORRELATE__LATE_POLICY": "dlq",
             **{f"STREAM_TOPICS__{k.upper()}": v for k, v in topics.items()},
         }
     )
@@ -112,9 +160,12 @@ def run_format(
         capture_output=True,
     )
     pipeline = work / f"{prefix}.yaml"
-    spec: dict[str, Any] = {"format": fmt}
-    if fmt != "json":
+    spec: dict[str, Any] = {"format": fmt, "output_format": output_format}
+    if fmt != "json" or output_format != "json":
         spec["schema_registry"] = {"url": registry_url}
+    if output_format == "avro":
+        (work / f"{prefix}.avsc").write_text(json.dumps(ENRICHED_AVRO))
+        spec["output_schema_file"] = f"{prefix}.avsc"
     pipeline.write_text(json.dumps(spec))  # JSON is YAML
     port = free_port()
     log = open(work / f"{prefix}.log", "wb")  # noqa: SIM115
@@ -153,6 +204,7 @@ def run_format(
     cpu = end[1] - start[1]
     return {
         "format": fmt,
+        "output_format": output_format,
         "events": count,
         "measured_events": int(measured),
         "events_per_s": round(measured / wall),
@@ -165,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=300_000)
     parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--formats", default=",".join(FORMATS))
+    parser.add_argument("--formats", default=",".join(FORMATS), help="input formats to run")
+    parser.add_argument("--output-format", default="json", choices=OUTPUT_FORMATS)
     parser.add_argument(
         "--bootstrap", default=os.environ.get("STREAM_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
     )
@@ -190,13 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rows = []
         for fmt in formats:
-            row = run_format(fmt, args.count, args.partitions, args.bootstrap, url, work)
+            row = run_format(
+                fmt, args.count, args.partitions, args.bootstrap, url, work, args.output_format
+            )
             rows.append(row)
             if args.json:
                 print(json.dumps(row), flush=True)
             else:
                 print(
-                    f"{fmt:12s} {row['events_per_s']:>9,} events/s "
+                    f"{fmt:>11s} -> {args.output_format:11s} {row['events_per_s']:>9,} events/s "
                     f"{row['cpu_s_per_million']:>7.2f} CPU-s/M  "
                     f"({row['measured_events']:,} events in {row['wall_s']} s)",
                     flush=True,

@@ -6,17 +6,30 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import json
 import uuid
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
+from stream.config import Settings, load_settings
 from stream.errors import ConfigError, TransientError
 from stream.formats import FORMATS, FormatEncoder, JsonDecoder, make_decoder
 from stream.formats.base import framing_problem, json_default, schema_id_of
 from stream.formats.client import is_not_found, registry_failure
+from stream.formats.pipeline import (
+    GuardedDecoder,
+    avro_to_json_schema,
+    build_decoder,
+    build_encoder,
+    registry_subject,
+    registry_url,
+)
+from stream.resilience.circuit_breaker import CircuitBreaker
+from stream.schema import compile_json_schema
 
 URL = "http://registry.invalid:8081"
 
@@ -117,3 +130,129 @@ def test_protobuf_output_is_refused_up_front() -> None:
 def test_a_bad_output_schema_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="not a valid avro schema"):
         FormatEncoder("avro", URL, '{"type": "record", "name": "X", "fields": "nope"}')
+
+
+# --- the pipeline file's format keys (stream.formats.pipeline) ----------------------------
+
+
+def _settings(tmp_path: Path, **keys: object) -> Settings:
+    spec = {
+        "pipeline": "p",
+        "topics": {"input": "in", "enriched": "out", "correlations": "c", "dlq": "d"},
+        "event_time": {"field": "t"},
+        "schema": {"t": {"type": "integer", "required": True}},
+        **keys,
+    }
+    path = tmp_path / "p.yaml"
+    path.write_text(json.dumps(spec))
+    return load_settings(path)
+
+
+def test_avro_translates_to_the_json_schema_of_the_decoded_records() -> None:
+    avro = {
+        "type": "record",
+        "name": "Order",
+        "namespace": "shop",
+        "fields": [
+            {"name": "id", "type": "string"},
+            {"name": "at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
+            {"name": "tag", "type": ["null", "string"], "default": None},
+            {"name": "kind", "type": {"type": "enum", "name": "Kind", "symbols": ["A", "B"]}},
+            {"name": "again", "type": ["null", "Kind"]},
+            {"name": "n", "type": ["int", "long"]},
+            {"name": "m", "type": {"type": "map", "values": "double"}},
+        ],
+    }
+    doc = avro_to_json_schema(avro)
+    assert doc["properties"] == {
+        "id": {"type": "string"},
+        "at": {"type": "string", "format": "date-time"},
+        "tag": {"type": ["string", "null"]},
+        "kind": {"enum": ["A", "B"]},
+        "again": {"enum": ["A", "B", None]},
+        "n": {"type": "integer"},
+        "m": {"type": "object", "additionalProperties": {"type": "number"}},
+    }
+    assert doc["required"] == ["id", "at", "kind", "again", "n", "m"]  # tag has a default
+    compile_json_schema(doc, source="t")  # the compiler takes every part of it
+
+
+@pytest.mark.parametrize(
+    ("avro", "reason"),
+    [
+        (
+            {"type": "record", "name": "R", "fields": [{"name": "next", "type": ["null", "R"]}]},
+            "recursive",
+        ),
+        (
+            {
+                "type": "record",
+                "name": "R",
+                "fields": [
+                    {
+                        "name": "u",
+                        "type": [
+                            {"type": "array", "items": "int"},
+                            {"type": "map", "values": "int"},
+                        ],
+                    }
+                ],
+            },
+            "a union of",
+        ),
+        ("string", "top level must be a record"),
+    ],
+)
+def test_what_cannot_be_translated_is_refused(avro: object, reason: str) -> None:
+    with pytest.raises(ConfigError, match=reason):
+        avro_to_json_schema(avro)
+
+
+def test_format_keys_load_and_name_the_missing_registry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("STREAM_SCHEMA_REGISTRY_URL", raising=False)
+    plain = _settings(tmp_path)
+    assert plain.format == "json" and plain.output_format == "json"
+    assert build_decoder(plain) is None and build_encoder(plain) is None
+    avro = _settings(tmp_path, format="avro")
+    with pytest.raises(ConfigError, match="format: avro needs a schema registry"):
+        build_decoder(avro)
+    with pytest.raises(ConfigError, match="format"):
+        _settings(tmp_path, format="xml")
+    configured = _settings(
+        tmp_path, format="avro", schema_registry={"url": "http://a/apis/ccompat/v7"}
+    )
+    assert registry_url(configured) == "http://a/apis/ccompat/v7"
+    monkeypatch.setenv("STREAM_SCHEMA_REGISTRY_URL", "http://b")
+    assert registry_url(_settings(tmp_path, schema_registry={"url": "http://a"})) == "http://b"
+    decoder = build_decoder(configured)
+    assert decoder is not None and decoder.format == "avro"
+    subject = _settings(tmp_path, schema={"registry_subject": "orders-value"})
+    assert registry_subject(subject) == "orders-value"
+    assert registry_subject(plain) is None
+
+
+def test_output_avro_needs_its_schema_and_auth_needs_its_variable(tmp_path: Path) -> None:
+    url = {"url": "http://registry.invalid:8081"}
+    with pytest.raises(ConfigError, match=r"output_schema_file.*Avro schema \(\.avsc\)"):
+        build_encoder(_settings(tmp_path, output_format="avro", schema_registry=url))
+    auth = {**url, "basic_auth_env": "NO_SUCH_VARIABLE_SET"}
+    with pytest.raises(ConfigError, match="NO_SUCH_VARIABLE_SET is not set"):
+        build_decoder(_settings(tmp_path, format="avro", schema_registry=auth))
+
+
+def test_guarded_decoder_counts_transient_failures_on_its_breaker() -> None:
+    class Down:
+        format = "avro"
+
+        def decode_batch(self, topic: str, values: object) -> object:
+            raise TransientError("registry down")
+
+    breaker = CircuitBreaker("test-registry", failure_threshold=2, recovery_timeout=60)
+    guarded = GuardedDecoder(Down(), breaker, URL)  # type: ignore[arg-type]
+    for _ in range(2):
+        with pytest.raises(TransientError, match="registry down"):
+            guarded.decode_batch("t", [b"x"])
+    with pytest.raises(TransientError, match="circuit breaker 'schema-registry' is open"):
+        guarded.decode_batch("t", [b"x"])
