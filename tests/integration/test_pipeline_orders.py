@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -233,3 +234,49 @@ def test_orders_pipeline_end_to_end(
     expected = {k: round(v, 6) for k, v in sums.items() if v >= 5000}
     assert expected and got == expected
     assert all(c["final"] is True for c in correlations)
+
+    # The test driver, fed the same input records, writes the same bytes (issue: the
+    # driver and the worker must agree). Only dlq.failed_at (a wall-clock time) differs.
+    driver_correlations = _driver_writes_the_same(
+        pipeline, fx_url, kafka_bootstrap, topics, enriched, dlq
+    )
+    assert driver_correlations == _records(correlation_records), "correlations differ"
+
+
+def _records(messages: list[Any], drop: tuple[str, ...] = ()) -> list[Any]:
+    return sorted(
+        (m.key(), m.value(), [(k, v) for k, v in (m.headers() or []) if k not in drop])
+        for m in messages
+    )
+
+
+def _driver_writes_the_same(
+    pipeline: Path, fx_url: str, bootstrap: str, topics: PipelineTopics, enriched: Any, dlq: Any
+) -> list[Any]:
+    """Run the driver over the topic's input; check enriched and DLQ; its correlations."""
+    from stream.lookups import HttpLookup
+    from stream.pipeline_spec import HttpSource
+    from stream.testing import OutputRecord, PipelineDriver
+
+    fx = HttpLookup(HttpSource(url=fx_url), "fx")
+    driver = PipelineDriver(pipeline, tables={"customer": CUSTOMERS}, lookups={"fx": fx})
+    inputs = sorted(read_all(bootstrap, topics.input), key=lambda m: (m.partition(), m.offset()))
+    for m in inputs:
+        driver.send(
+            m.value(),
+            key=m.key(),
+            partition=m.partition(),
+            timestamp_ms=m.timestamp()[1],
+            headers=m.headers(),
+        )
+    out = driver.run()
+
+    def rows(records: list[OutputRecord], drop: tuple[str, ...] = ()) -> list[Any]:
+        return sorted(
+            (r.key, r.value, [(k, v) for k, v in r.headers if k not in drop]) for r in records
+        )
+
+    assert rows(out.enriched) == _records(enriched), "driver and worker enriched records differ"
+    failed_at = ("dlq.failed_at",)
+    assert rows(out.dlq, failed_at) == _records(dlq, failed_at), "DLQ records differ"
+    return rows(out.correlations)
