@@ -14,6 +14,35 @@ every record of its epoch and the earlier ones is acknowledged (the order above
 holds per checkpoint, only the wait moved off the loop). Checkpoints on
 revocation and shutdown still flush and commit in place.
 
+**Bounded replay** (at_least_once). After a crash the group replays, per partition,
+the records between its last commit and what the worker had consumed. A commit
+follows its seal by one acknowledgement round trip, so in steady state that span
+holds at most two commit intervals of records plus the batches in flight. Two
+things used to stretch it (a broker outage replayed up to 15k of 20k records):
+
+* a deferred checkpoint backed off up to 10 s, so after an outage the first commit
+  came seconds after the broker was back. The backoff is now capped at the commit
+  interval: a deferred checkpoint is retried at least once per interval.
+* a worker whose session expired during the outage (librdkafka drops the assignment
+  when no heartbeat succeeded for ``session.timeout.ms``: a broker stopped 8 s plus
+  its restart is longer than 15 s) *forgot* every sealed checkpoint of the lost
+  partitions, although their outputs were still queued and were acknowledged as soon
+  as the broker came back; when it got the same partitions back it re-read everything
+  since the last commit made before the outage. Lost partitions are now remembered
+  (:class:`_Orphan`): on re-assignment, if the group's committed offset is still the
+  one this worker committed last (nobody else committed meanwhile) and the outputs
+  of its sealed checkpoints are acknowledged, those offsets are committed before
+  fetching starts (:meth:`Checkpointer.resume`). The window state is consistent
+  with that: a sealed checkpoint wrote its state and offset marker in the same
+  acknowledged epoch.
+
+``stream_replayed_records`` (histogram, one observation per assigned partition)
+shows replays to an operator: at assignment, the offset the worker resumes from is
+compared with what is known to have been processed before — the previous owner's
+last state marker in the changelog, or this worker's own progress when it gets a
+partition back. It is a lower bound: records a killed owner processed after its
+last seal (under one commit interval) are not known to anyone.
+
 The window state also records, per partition, the input offset it reflects
 (``STATE_OFFSET_KEY``). After a crash between (2) and (3) the state is ahead of
 the committed offsets; the runner then skips re-applying those records to the
@@ -71,6 +100,7 @@ STATE_OFFSET_KEY: Final = b"\x00stream.input-offset"
 Guarantee = Literal["at_least_once", "exactly_once"]
 
 #: Backoff between deferred checkpoints (at_least_once); the give-up bound is separate.
+#: Each delay is also capped at the commit interval (see "Bounded replay" above).
 DEFERRAL_BACKOFF: Final = RetryPolicy(
     initial=0.5, multiplier=2.0, max_delay=10.0, max_attempts=1_000_000, total_timeout=None
 )
@@ -117,6 +147,22 @@ class _Sealed:
         self.epoch = epoch
         self.offsets = offsets
         self.sealed_at = sealed_at
+
+
+class _Orphan:
+    """A partition this worker lost (or gave up) with processed, uncommitted progress."""
+
+    __slots__ = ("committed", "processed", "sealed")
+
+    def __init__(
+        self, committed: int | None, processed: int | None, sealed: list[tuple[AckEpoch, int]]
+    ) -> None:
+        #: The group's committed offset as this worker last knew it.
+        self.committed = committed
+        #: Next offset after the last record processed (outputs queued, maybe unacknowledged).
+        self.processed = processed
+        #: Uncommitted sealed checkpoints of the partition, oldest first: (epoch, offset).
+        self.sealed = sealed
 
 
 class Checkpointer:
@@ -171,6 +217,8 @@ class Checkpointer:
         self.assigned: set[int] = set()
         #: Set by a fatal failure; from then on nothing is ever committed.
         self.failed: StreamError | None = None
+        #: Partitions forgotten with uncommitted progress, in case they come back.
+        self._orphans: dict[int, _Orphan] = {}
 
     def record_progress(self, offsets: Mapping[int, int], records: int) -> None:
         self.pending.update(offsets)
@@ -319,6 +367,8 @@ class Checkpointer:
             metrics.checkpoints_total.labels(outcome="failed").inc()
             raise self.failed
         delay = next_delay(DEFERRAL_BACKOFF, self._deferrals, elapsed, exc, self._rand) or 0.0
+        # Never wait longer than an interval: the commit must follow the broker's return.
+        delay = min(delay, self._interval)
         self._retry_at = now + delay
         if self._deferrals == 1 or self._deferrals % 10 == 0:
             log.warning(
@@ -365,10 +415,109 @@ class Checkpointer:
         producer.begin()
 
     def forget(self, partitions: list[int]) -> None:
-        """Drop partitions this worker no longer owns: nothing of theirs is committed later."""
+        """Drop partitions this worker no longer owns: nothing of theirs is committed later
+        — unless the same partition is assigned to this worker again with nothing committed
+        by anyone meanwhile (:meth:`resume`)."""
         for p in partitions:
-            self.pending.pop(p, None)
+            sealed = [(s.epoch, s.offsets[p]) for s in self._sealed if p in s.offsets]
+            processed = self.pending.pop(p, None)
+            if sealed or processed is not None:
+                self._orphans[p] = _Orphan(self.committed.get(p), processed, sealed)
         self._strip_sealed(partitions)
+
+    def resume(
+        self, partitions: list[int], state_offsets: Mapping[int, int], wait: float | None = None
+    ) -> dict[int, int]:
+        """On assignment (inside the rebalance callback, before fetching starts): reclaim
+        this worker's own acknowledged progress on partitions it gets back, and observe
+        ``stream_replayed_records``. Returns the offset each partition resumes from
+        (absent: unknown, or nothing committed).
+
+        ``state_offsets``: the input offset each restored window state already reflects.
+        """
+        orphans = {p: o for p in partitions if (o := self._orphans.pop(p, None)) is not None}
+        if not partitions:
+            return {}
+        try:
+            got = self._consumer.committed(
+                [TopicPartition(self._input, p) for p in partitions], timeout=10
+            )
+        except KafkaException as exc:
+            log.warning("cannot read committed offsets on assignment: %s", exc.args[0])
+            return {}
+        committed = {tp.partition: tp.offset for tp in got if tp.offset >= 0}
+        before = dict(committed)
+        if not self._eos and self.failed is None:
+            wait = self._flush_timeout if wait is None else wait
+            reclaim = self._reclaimable(orphans, committed, wait)
+            if reclaim:
+                self._reclaim(reclaim, committed)
+        self.committed.update(committed)
+        for p in partitions:
+            orphan = orphans.get(p)
+            own = -1  # this worker's own progress counts if nobody committed since
+            if orphan and orphan.processed is not None and orphan.committed == before.get(p):
+                own = orphan.processed
+            known = max(state_offsets.get(p, -1), own)
+            start = committed.get(p, 0)
+            replayed = max(known - start, 0)
+            metrics.replayed_records.observe(replayed)
+            if replayed:
+                log.info(
+                    "partition %d resumes at offset %d: %d records already processed before "
+                    "(%s) are replayed",
+                    p,
+                    start,
+                    replayed,
+                    "by this worker" if own >= 0 else "by its previous owner",
+                )
+        return committed
+
+    def _reclaimable(
+        self, orphans: Mapping[int, _Orphan], committed: Mapping[int, int], wait: float
+    ) -> dict[int, int]:
+        """Per partition got back untouched, the offset of its newest sealed checkpoint
+        whose outputs (and every earlier checkpoint's) are acknowledged."""
+        candidates = {
+            p: o for p, o in orphans.items() if o.sealed and committed.get(p) == o.committed
+        }
+        if not candidates:
+            return {}
+        deadline = self._clock() + wait
+        epochs = [e for o in candidates.values() for e, _ in o.sealed]
+        while not all(e.done for e in epochs) and self._clock() < deadline:
+            self._producer.poll()  # serves delivery reports
+            self._sleep(0.05)
+        reclaim: dict[int, int] = {}
+        for p, orphan in candidates.items():
+            acked = list(takewhile(lambda sealed: sealed[0].done, orphan.sealed))
+            if acked and acked[-1][1] > committed.get(p, -1):
+                reclaim[p] = acked[-1][1]
+        return reclaim
+
+    def _reclaim(self, reclaim: dict[int, int], committed: dict[int, int]) -> None:
+        try:
+            self._producer.check_failures()  # never commit past a record that failed
+        except StreamError as exc:
+            self.failed = exc  # the runner stops at its next step
+            metrics.checkpoints_total.labels(outcome="failed").inc()
+            log.error("not resuming lost partitions: %s", exc)
+            return
+        try:
+            self._commit([TopicPartition(self._input, p, off) for p, off in reclaim.items()])
+        except StreamError as exc:  # only a shortcut: the next commits decide the rest
+            log.warning("could not commit the progress made before losing %s: %s", reclaim, exc)
+            return
+        for p, off in reclaim.items():
+            log.info(
+                "partition %d back: committed offset %d -> %d (this worker's acknowledged "
+                "progress before it lost the partition)",
+                p,
+                committed.get(p, -1),
+                off,
+            )
+            committed[p] = off
+            self.committed[p] = off
 
     def _strip_sealed(self, partitions: list[int]) -> None:
         for sealed in self._sealed:

@@ -138,6 +138,15 @@ gc_pause_seconds: Final = Histogram(
     buckets=_LATENCY_BUCKETS,
     registry=REGISTRY,
 )
+replayed_records: Final = Histogram(
+    "stream_replayed_records",
+    "Input records processed again after an assignment (restart, rebalance, lost session), "
+    "per assigned partition: the resume offset against what is known to have been processed "
+    "before (the previous owner's last state marker, or this worker's own progress); a lower "
+    "bound, records a killed owner processed after its last checkpoint are not known",
+    buckets=(0, 10, 100, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000),
+    registry=REGISTRY,
+)
 checkpoints_total: Final = Counter(
     "stream_checkpoints_total", "Checkpoints by outcome", ["outcome"], registry=REGISTRY
 )

@@ -76,6 +76,9 @@ class Ownership:
             self.restore(p)
             self.assigned[p] = self.epoch
             self._checkpointer.assigned.add(p)
+        # Before fetching starts: reclaim this worker's own acknowledged progress on
+        # partitions it gets back, and measure the replay (stream_replayed_records).
+        self._checkpointer.resume(partitions, self.state_offsets)
         self._pauser.assigned(partitions)
         metrics.assigned_partitions.set(len(self.assigned))
 

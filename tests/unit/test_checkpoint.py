@@ -30,11 +30,29 @@ class Clock:
         self.now += seconds
 
 
+class CommitLog(list[dict[int, int]]):
+    """The fake consumer's commits; calling it answers like ``Consumer.committed``."""
+
+    def __init__(self, consumer: FakeConsumer) -> None:
+        super().__init__()
+        self._consumer = consumer
+
+    def __call__(self, partitions: list[TopicPartition], timeout: float) -> list[TopicPartition]:
+        group = self._consumer.group
+        return [
+            TopicPartition(tp.topic, tp.partition, group.get(tp.partition, -1001))
+            for tp in partitions
+        ]
+
+
 class FakeConsumer:
     def __init__(self, calls: list[str]) -> None:
         self.calls = calls
         self.commit_errors: list[int] = []
-        self.committed: list[dict[int, int]] = []
+        #: The commits made (a list), callable like ``Consumer.committed``.
+        self.committed = CommitLog(self)
+        #: What the group has committed, as ``committed()`` reports it.
+        self.group: dict[int, int] = {}
 
     def commit(self, offsets: list[TopicPartition], asynchronous: bool) -> list[TopicPartition]:
         assert asynchronous is False
@@ -42,6 +60,7 @@ class FakeConsumer:
         if self.commit_errors:
             raise KafkaException(KafkaError(self.commit_errors.pop(0)))
         self.committed.append({tp.partition: tp.offset for tp in offsets})
+        self.group.update({tp.partition: tp.offset for tp in offsets})
         return offsets
 
     def consumer_group_metadata(self) -> object:
@@ -73,6 +92,9 @@ class FakeProducer:
         self.calls.append("seal")
         self.epochs.append(AckEpoch(self._failed))
         return self.epochs[-2]
+
+    def poll(self) -> None:
+        self.calls.append("poll")
 
     def check_failures(self) -> None:
         if self.failures:
@@ -201,7 +223,7 @@ def test_final_checkpoint_waits_out_transient_failures() -> None:
 
     assert cp.checkpoint(wait=20.0) is True
     assert consumer.committed == [{0: 10}]
-    assert clock.slept == [0.5, 1.0, 2.0]  # full-jitter caps with rand() = 1
+    assert clock.slept == [0.5, 1.0, 1.0]  # full-jitter caps with rand() = 1, at most the interval
 
 
 def test_final_checkpoint_gives_up_at_its_deadline() -> None:
@@ -370,3 +392,101 @@ def test_blocking_checkpoint_covers_everything_sealed_before() -> None:
     assert cp.awaiting_acks == 0
     ack_all(producer.epochs[0])
     assert not cp.due()  # nothing left to commit from the earlier seal
+
+
+# -- bounded replay: deferrals and partitions that come back ------------------------------------
+
+
+def replays() -> tuple[float, float]:
+    """(observations, sum) of stream_replayed_records so far."""
+    from stream.observability import metrics
+
+    count = sum_ = 0.0
+    for sample in metrics.replayed_records.collect()[0].samples:
+        if sample.name.endswith("_count"):
+            count = sample.value
+        elif sample.name.endswith("_sum"):
+            sum_ = sample.value
+    return count, sum_
+
+
+def test_a_deferred_checkpoint_is_retried_within_one_interval() -> None:
+    cp, consumer, _, clock = make()
+    consumer.commit_errors = [KafkaError.COORDINATOR_NOT_AVAILABLE] * 6
+    cp.record_progress({0: 10}, 10)
+    for _ in range(6):  # 0.5, 1, 2, 4, 8 s caps before; never above the 1 s interval now
+        clock.now += 1.0
+        assert cp.due()
+        assert cp.checkpoint() is False
+    clock.now += 1.0
+    assert cp.due() and cp.checkpoint() is True
+    assert consumer.committed == [{0: 10}]
+
+
+def test_a_lost_partition_that_comes_back_untouched_resumes_from_its_acknowledged_seal() -> None:
+    cp, consumer, producer, clock = make(pipelined=True)
+    consumer.group = {0: 5, 1: 3}
+    cp.committed = {0: 5, 1: 3}
+    seal(cp, producer, clock, {0: 10, 1: 7}, outputs=2)  # sealed; the broker went away
+    cp.record_progress({0: 12}, 2)  # processed after the seal (state not written)
+    cp.forget([0, 1])  # session lost: the assignment is dropped
+    ack_all(producer.epochs[0])  # the broker is back: the queued outputs are delivered
+    before = replays()
+
+    resumed = cp.resume([0, 1], state_offsets={0: 10, 1: 7})
+
+    assert consumer.committed == [{0: 10, 1: 7}]  # the seal's offsets, not the older ones
+    assert resumed == {0: 10, 1: 7} and cp.committed == {0: 10, 1: 7}
+    count, total = replays()
+    assert count - before[0] == 2 and total - before[1] == 2  # 10..12 of partition 0
+
+
+def test_a_lost_partition_is_not_resumed_when_the_group_committed_meanwhile() -> None:
+    cp, consumer, producer, clock = make(pipelined=True)
+    consumer.group = {0: 5}
+    cp.committed = {0: 5}
+    seal(cp, producer, clock, {0: 10}, outputs=2)
+    cp.forget([0])
+    ack_all(producer.epochs[0])
+    consumer.group = {0: 8}  # another worker owned it and committed
+
+    assert cp.resume([0], state_offsets={}) == {0: 8}
+    assert consumer.committed == []
+
+
+def test_a_lost_partition_is_not_resumed_past_unacknowledged_outputs() -> None:
+    cp, consumer, producer, clock = make(pipelined=True)
+    consumer.group = {0: 5}
+    cp.committed = {0: 5}
+    seal(cp, producer, clock, {0: 10}, outputs=2)  # first seal, acknowledged below
+    seal(cp, producer, clock, {0: 20}, outputs=2)  # second seal, never acknowledged
+    cp.forget([0])
+    ack_all(producer.epochs[0])
+
+    assert cp.resume([0], state_offsets={}, wait=1.0) == {0: 10}
+    assert consumer.committed == [{0: 10}]
+    assert "poll" in producer.calls  # it waited for delivery reports first
+
+
+def test_a_lost_partition_with_a_failed_delivery_poisons_instead_of_resuming() -> None:
+    cp, consumer, producer, clock = make(pipelined=True)
+    consumer.group = {0: 5}
+    cp.committed = {0: 5}
+    seal(cp, producer, clock, {0: 10}, outputs=2)
+    cp.forget([0])
+    producer.epochs[0].ack(KafkaError(KafkaError._MSG_TIMED_OUT), None)  # type: ignore[arg-type]
+    ack_all(producer.epochs[0])
+
+    cp.resume([0], state_offsets={})
+    assert consumer.committed == [] and cp.failed is not None
+
+
+def test_exactly_once_never_resumes_but_measures_the_replay() -> None:
+    cp, consumer, _, _ = make("exactly_once")
+    consumer.group = {0: 100}
+    before = replays()
+
+    assert cp.resume([0], state_offsets={0: 130}) == {0: 100}
+    assert consumer.committed == []
+    count, total = replays()
+    assert count - before[0] == 1 and total - before[1] == 30
