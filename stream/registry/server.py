@@ -4,7 +4,8 @@ One registry per ``(home, port)``: an Apicurio Registry JVM serving the Confluen
 compatible API at ``http://127.0.0.1:<port>/apis/ccompat/v7``, its Quarkus management
 interface (health, metrics) on ``127.0.0.1:<port + 1>`` instead of ``*:9000``, global
 compatibility rule ``BACKWARD`` (Confluent's default), storage in memory (a restart
-starts empty — right for tests and the demo, which register what they use). Files live
+starts empty — right for tests and the demo, which register what they use) unless
+``start(persistent=True)`` keeps it in an H2 file under ``storage/``. Files live
 in ``<home>/registry-<port>/``::
 
     registry.pid  registry.json  registry.log  .lock
@@ -102,11 +103,14 @@ def start(
     timeout: float = 90.0,
     *,
     app: Path | None = None,
+    persistent: bool = False,
 ) -> str:
     """Start the local registry (or find it running) and return its API URL.
 
     ``app`` is an unpacked distribution (:func:`ensure_distribution`); by default it is
-    fetched into ``home``.
+    fetched into ``home``. ``persistent``: keep schemas in an H2 database file in the
+    registry's data directory (``registry-<port>/storage/``) instead of in memory, so a
+    restart (with ``persistent`` again) serves the same schemas under the same ids.
     """
     home_dir = resolve_home(home)
     paths = registry_paths(home_dir, port)
@@ -122,7 +126,8 @@ def start(
         app = app if app is not None else ensure_distribution(home_dir)
         _rotate_log(paths.log_file)
         log_start = _size(paths.log_file)
-        command = registry_command(java, app, port)
+        storage = paths.data_dir / "storage" / "registry" if persistent else None
+        command = registry_command(java, app, port, storage)
         pid = launch_detached(command, cwd=paths.data_dir, log_file=paths.log_file)
         paths.pid_file.write_text(f"{pid}\n", encoding="ascii")
         state = {"version": REGISTRY_VERSION, "url": url, "java": str(java), "app": str(app)}
@@ -136,8 +141,10 @@ def start(
     return url
 
 
-def registry_command(java: Path, app: Path, port: int) -> list[str]:
-    """The ``java -jar quarkus-run.jar`` command line with our settings as system properties."""
+def registry_command(java: Path, app: Path, port: int, storage: Path | None = None) -> list[str]:
+    """The ``java -jar quarkus-run.jar`` command line with our settings as system properties;
+    ``storage``: an H2 database file (without suffix) instead of in-memory storage."""
+    persistence = [] if storage is None else [f"-Dapicurio.datasource.url=jdbc:h2:file:{storage}"]
     return [
         str(java),
         f"-Xmx{HEAP}",
@@ -149,6 +156,7 @@ def registry_command(java: Path, app: Path, port: int) -> list[str]:
         f"-Dquarkus.management.host={HOST}",
         f"-Dquarkus.management.port={port + 1}",
         "-Dapicurio.rules.global.compatibility=BACKWARD",
+        *persistence,
         "-jar",
         str(app / "quarkus-run.jar"),
     ]

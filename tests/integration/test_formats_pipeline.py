@@ -14,9 +14,9 @@ serializers and reads the outputs with confluent-kafka's own deserializers. Asse
 * an incompatible v3 refused by the registry, and a worker whose output schema is
   incompatible with its output subject failing start-up with the registry's message;
 * the registry stopped and restarted under a running worker: nothing lost or
-  dead-lettered, the ``schema-registry`` breaker opens and closes. The registry keeps
-  schemas in memory, so this test runs first (on an empty registry) and registers its
-  schemas again, in the same order, after the restart: the ids come back the same.
+  dead-lettered, the ``schema-registry`` breaker opens and closes. The registry runs with
+  ``persistent=True`` (an H2 file), so after the restart it serves the same schemas
+  under the same ids, as a production registry does.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def local_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRe
     app = registry.ensure_distribution()
     home = tmp_path_factory.mktemp("formats-registry")
     port = free_port_pair()
-    url = registry.start(port, home, app=app)
+    url = registry.start(port, home, app=app, persistent=True)
     yield LocalRegistry(port, home, app, url)
     registry.stop(port, home)
 
@@ -239,7 +239,7 @@ def closer(n: int) -> dict[str, Any]:
     return order(n, T0 + HOUR)
 
 
-# -- the registry goes away under a running worker (first: it needs an empty registry) -------
+# -- the registry goes away under a running worker ---------------------------------------------
 
 
 def test_registry_outage_pauses_and_resumes_without_losing_records(
@@ -285,12 +285,11 @@ def test_registry_outage_pauses_and_resumes_without_losing_records(
         assert not drained(kafka_bootstrap, topics)
         assert read_all(kafka_bootstrap, topics.dlq) == []
 
-        registry.start(local_registry.port, local_registry.home, app=local_registry.app)
-        again = client_for(url)  # in-memory storage: register the same schemas again
-        assert [
-            again.register_schema(subject, Schema(V1, "AVRO")),
-            again.register_schema(other, Schema(v2_writer, "AVRO")),
-        ] == ids
+        registry.start(
+            local_registry.port, local_registry.home, app=local_registry.app, persistent=True
+        )
+        kept = client_for(url).get_schema(ids[1]).schema_str  # kept on disk
+        assert json.loads(kept) == json.loads(v2_writer)
         wait_drained(kafka_bootstrap, topics, worker)
         assert transitions(worker, "closed") >= 1
     finally:
@@ -537,3 +536,45 @@ def test_incompatible_output_schema_fails_start_up_with_the_registry_message(
     assert f"output schema for subject '{topics.enriched}-value'" in result.stderr
     assert "the registry refused it" in result.stderr and "region" in result.stderr
     assert client.get_versions(f"{topics.enriched}-value") == [1]
+
+
+# -- the load generator's formats ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["avro", "protobuf", "json_schema"])
+def test_loadgen_registers_and_frames_its_events(
+    kafka_bootstrap: str, local_registry: LocalRegistry, fmt: str
+) -> None:
+    from stream.cli import main as stream_main
+    from stream.formats import make_decoder
+    from stream.loadgen import generate
+
+    topic = f"loadgen-{fmt}-{time.time_ns()}"
+    argv = ["loadgen", "--bootstrap-servers", kafka_bootstrap, "--topic", topic]
+    argv += ["--count", "300", "--partitions", "1", "--format", fmt, "--no-progress"]
+    argv += ["--registry-url", local_registry.url, "--start-time", str(T0)]
+    argv += ["--invalid-ratio", "0.05"]
+    assert stream_main(argv) == 0
+    records = read_all(kafka_bootstrap, topic)
+    expected = list(generate(300, start_ms=T0, invalid_ratio=0.05))
+    assert len(records) == 300
+    decoder = make_decoder(fmt, local_registry.url, validate_writer_schema=False)
+    out, rejects = decoder.decode_batch(topic, [m.value() for m in records])
+    rejected = {r.position for r in rejects}
+    assert {r.error_class for r in rejects} <= {"bad_framing"}
+    by_id = {}
+    for value in out:
+        try:  # json_schema passes invalid (not even JSON) payloads on for validation to refuse
+            event = orjson.loads(value or b"null")
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(event, dict) and "event_id" in event:
+            by_id[event["event_id"]] = event
+    for i, truth in enumerate(expected):
+        if truth.valid:
+            assert i not in rejected
+            event = by_id[truth.event_id]
+            source = orjson.loads(truth.value)
+            assert (event["source"], event["severity"]) == (source["source"], source["severity"])
+    subject = client_for(local_registry.url).get_latest_version(f"{topic}-value")
+    assert subject.schema.schema_type == {"avro": "AVRO", "protobuf": "PROTOBUF"}.get(fmt, "JSON")
