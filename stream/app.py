@@ -36,7 +36,7 @@ from typing import Any
 
 import faust
 import mode
-from confluent_kafka import Consumer
+from confluent_kafka import Consumer, KafkaError
 from faust.app.base import BootStrategy
 from prometheus_client import generate_latest
 
@@ -78,18 +78,109 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     "heartbeat.interval.ms": 1_000,
 }
 
+_QUIET_LOGGER = logging.getLogger("stream.librdkafka.probe")
+_QUIET_LOGGER.setLevel(logging.CRITICAL + 1)
+
 #: A poll loop silent for longer than this fails liveness.
 HEALTH_STALE_SECONDS = 15.0
 
 
-def build_consumer(settings: Settings) -> Consumer:
+#: Under ``group.protocol=consumer`` (KIP-848) the broker owns these (its
+#: ``group.consumer.session.timeout.ms``, ``group.consumer.heartbeat.interval.ms`` and
+#: ``group.consumer.assignors``); librdkafka refuses to create a consumer that sets them.
+CLASSIC_ONLY: frozenset[str] = frozenset(
+    {"session.timeout.ms", "heartbeat.interval.ms", "partition.assignment.strategy"}
+)
+
+
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    """The pipeline consumer's librdkafka properties for ``settings.group_protocol``."""
     overrides: dict[str, Any] = dict(CONSUMER_DEFAULTS)
     overrides["group.id"] = settings.group_id
+    overrides["group.protocol"] = settings.group_protocol
     if settings.group_instance_id:
         overrides["group.instance.id"] = settings.group_instance_id
     base = settings.kafka_client_config()
     overrides.update({k: v for k, v in base.items() if k in CONSUMER_DEFAULTS})
-    return Consumer(client_config(base, **overrides))
+    conf = client_config(base, **overrides)
+    if settings.group_protocol == "consumer":
+        for key in CLASSIC_ONLY:
+            conf.pop(key, None)
+    return conf
+
+
+def build_consumer(settings: Settings) -> Consumer:
+    return Consumer(consumer_config(settings))
+
+
+#: How often a worker fenced by its own ``group.instance.id`` tries again (KIP-848).
+INSTANCE_RETRY_SECONDS = 2.0
+
+
+def wait_for_instance_id(
+    settings: Settings, *, sleep: Any = time.sleep, retry_s: float = INSTANCE_RETRY_SECONDS
+) -> float:
+    """Under KIP-848, wait until no other member holds our ``group.instance.id``; seconds waited.
+
+    A static member that was SIGKILLed stays in the group until the broker's
+    ``group.consumer.session.timeout.ms`` (45 s by default) expires, and the broker
+    fences the *new* member that joins with the same instance id meanwhile (a fatal
+    UNRELEASED_INSTANCE_ID error; the classic protocol lets the new one take over at
+    once). So before the pipeline consumer joins, a probe consumer joins, and if it is
+    fenced the worker tries again every ``retry_s`` instead of crashing. A probe that
+    is not fenced leaves as a static member does: its assignment stays reserved for the
+    instance id and the pipeline consumer that joins next gets it back.
+    """
+    if settings.group_protocol != "consumer" or not settings.group_instance_id:
+        return 0.0
+    started = time.monotonic()
+    warned_at: float | None = None
+    while True:
+        conf = consumer_config(settings)
+        conf["logger"] = _QUIET_LOGGER  # the fenced probe logs a FATAL line per attempt
+        probe = Consumer(conf)
+        assigned: list[int] = []
+
+        def on_assign(_c: Consumer, ps: list[Any], seen: list[int] = assigned) -> None:
+            seen.append(len(ps))
+
+        probe.subscribe([settings.topics.input], on_assign=on_assign)
+        fenced = None
+        deadline = time.monotonic() + 15.0
+        try:
+            while not assigned and time.monotonic() < deadline:
+                m = probe.poll(0.1)
+                err = None if m is None else m.error()
+                # The fatal error arrives as an event whose code is _FATAL (fatal() is False
+                # on it); its text names the underlying error.
+                if err is not None and (err.fatal() or err.code() == KafkaError._FATAL):
+                    if "instance" not in err.str().lower():
+                        raise StreamError(f"consumer failed: {err.str()}")
+                    fenced = err.str()
+                    break
+        finally:
+            with contextlib.suppress(Exception):
+                probe.close()
+        if fenced is None:
+            waited = time.monotonic() - started
+            if warned_at is not None:
+                log.info(
+                    "group.instance.id %s is ours again after %.1fs",
+                    conf["group.instance.id"],
+                    waited,
+                )
+            return waited
+        now = time.monotonic()
+        if warned_at is None or now - warned_at > 30:
+            warned_at = now
+            log.warning(
+                "group.instance.id %s is still held by another member (a killed worker stays "
+                "until the broker's group.consumer.session.timeout.ms; KIP-848 fences the new "
+                "member meanwhile): retrying every %.0fs",
+                conf["group.instance.id"],
+                retry_s,
+            )
+        sleep(retry_s)
 
 
 class PipelineService(mode.Service):
@@ -112,6 +203,8 @@ class PipelineService(mode.Service):
         #: The checkpoint running in a thread, if any: a cancelled caller cannot stop
         #: the thread, so shutdown waits for it before its own final checkpoint.
         self._checkpointing: asyncio.Future[None] | None = None
+        #: Set by on_stop once the runner (and its consumer) is closed.
+        self._closed = False
 
     async def on_start(self) -> None:
         s = self.settings
@@ -131,6 +224,7 @@ class PipelineService(mode.Service):
             instance = s.group_instance_id or f"{socket.gethostname()}-{os.getpid()}"
             transactional_id = f"{s.group_id}-{instance}"
         producer = OutputProducer(base, transactional_id=transactional_id)
+        await asyncio.to_thread(wait_for_instance_id, s)
         self.runner = BatchRunner(
             s,
             consumer=build_consumer(s),
@@ -174,6 +268,8 @@ class PipelineService(mode.Service):
                 continue
             try:
                 async with self._runner_lock:
+                    if self._closed:
+                        return
                     # In a thread: the rebalance callbacks run inside consume(), and a
                     # restore of window state can take long; /health keeps answering.
                     batch = await asyncio.to_thread(runner.fetch)
@@ -270,8 +366,13 @@ class PipelineService(mode.Service):
                 await self._checkpointing
         committed = False
         if self.runner is not None:
-            # Leave a few seconds of the grace period for leaving the group and exiting.
-            committed = self.runner.close(wait=max(self.settings.shutdown_grace - 5.0, 1.0))
+            # Under the lock: a fetch running in its thread must not find the consumer
+            # closed under it (it failed the worker's exit code at SIGTERM); once closed,
+            # the fetch loop stops fetching.
+            async with self._runner_lock:
+                self._closed = True
+                # Leave a few seconds of the grace period for leaving the group and exiting.
+                committed = self.runner.close(wait=max(self.settings.shutdown_grace - 5.0, 1.0))
         for lookup in self._lookups.values():
             close = getattr(lookup, "close", None)
             if close is not None:

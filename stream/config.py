@@ -53,6 +53,8 @@ class TopicsConfig(BaseModel):
     dlq: str = "events.dlq"
     reference: str = "reference.services"
     changelog: str | None = None
+    #: Late events (``correlate.late_policy: topic``); default ``<input>.late``.
+    late: str | None = None
 
 
 class ValidationConfig(BaseModel):
@@ -92,7 +94,9 @@ class CorrelateConfig(BaseModel):
     rules: tuple[RuleSpec, ...] = Field(default_factory=lambda: tuple(DEFAULT_RULES))
     allowed_lateness_ms: int = Field(default=0, ge=0)
     idle_timeout_ms: int = Field(default=30_000, gt=0)
-    late_policy: Literal["dlq", "drop"] = "dlq"
+    #: Where events that arrive after their window closed go: ``topic`` (their own
+    #: topic, ``topics.late``), ``drop`` (counted only) or ``dlq`` (as before).
+    late_policy: Literal["topic", "drop", "dlq"] = "topic"
     max_keys: int = Field(default=1_000_000, gt=0)
     sample_size: int = Field(default=5, ge=0, le=100)
 
@@ -130,6 +134,10 @@ class Settings(BaseSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     #: ``STREAM_GROUP_INSTANCE_ID``: static membership for rolling restarts (optional).
     group_instance_id: str | None = None
+    #: ``STREAM_GROUP_PROTOCOL``: ``classic`` (client-side cooperative-sticky, 1 s heartbeats)
+    #: or ``consumer`` (KIP-848: assignment, session timeout and heartbeat on the broker;
+    #: Kafka 4.x). Classic settled and resumed faster here: README "Scaling behaviour".
+    group_protocol: Literal["classic", "consumer"] = "classic"
     #: ``STREAM_SASL_USERNAME`` / ``STREAM_SASL_PASSWORD``: broker credentials (never logged).
     sasl_username: str | None = None
     sasl_password: SecretStr | None = None
@@ -211,6 +219,11 @@ class Settings(BaseSettings):
     @property
     def changelog_topic(self) -> str:
         return self.topics.changelog or f"{self.group_id}-window-state-changelog"
+
+    @property
+    def late_topic(self) -> str:
+        """Where late events go under ``late_policy: topic`` (``<input>.late`` by default)."""
+        return self.topics.late or f"{self.topics.input}.late"
 
     def kafka_client_config(self) -> dict[str, str]:
         """librdkafka properties shared by every client: bootstrap, security, pass-through."""

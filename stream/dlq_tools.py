@@ -25,6 +25,12 @@ other filters needs another ``--group``. Partitions are assigned explicitly
 (the group is used only for its offsets), so two replays must not share a
 group at the same time.
 
+Replay refuses records whose event was already delivered: a ``late`` record
+(``correlate.late_policy: dlq``) or any record dead-lettered at the correlate
+stage had its enriched record written before it reached the DLQ, so sending it
+back would deliver the event twice. They are counted as ``refused-delivered``
+and passed over (their offsets are committed like any other) unless ``force``.
+
 When the target topic is the record's original topic, the record goes back
 to its original partition so per-key order relative to newer records is as
 close as it can be; otherwise the producer's partitioner places it by key.
@@ -64,6 +70,17 @@ FILTER_KEYS: Final = ("error_class", "stage", "original_topic")
 MISSING: Final = "(none)"
 
 _DLQ_PREFIX: Final = "dlq."
+#: DLQ records whose event was enriched and delivered before it was dead-lettered:
+#: error class ``late``, and everything rejected by a stage after the enriched output.
+DELIVERED_CLASSES: Final = frozenset({b"late"})
+DELIVERED_STAGES: Final = frozenset({b"correlate"})
+
+
+def was_delivered(fields: DlqFields) -> bool:
+    """Whether the record's event already reached the enriched topic (replay would duplicate)."""
+    return fields.error_class in DELIVERED_CLASSES or fields.stage in DELIVERED_STAGES
+
+
 _BATCH: Final = 10_000
 _LIBRDKAFKA_LOGGER: Final = logging.getLogger("stream.librdkafka")
 
@@ -421,7 +438,10 @@ def _render_sample(sample: Sample) -> list[str]:
 
 @dataclass
 class ReplayReport:
-    """Outcome of one replay run. ``replayed + skipped_already_replayed + failed == matched``."""
+    """Outcome of one replay run.
+
+    ``replayed + skipped_already_replayed + refused_delivered + failed == matched``.
+    """
 
     source: str
     target: str
@@ -431,6 +451,7 @@ class ReplayReport:
     matched: int = 0
     replayed: int = 0
     skipped_already_replayed: int = 0
+    refused_delivered: int = 0
     failed: int = 0
     first_error: str | None = None
 
@@ -444,6 +465,7 @@ class ReplayReport:
             "matched": self.matched,
             "replayed": self.replayed,
             "skipped_already_replayed": self.skipped_already_replayed,
+            "refused_delivered": self.refused_delivered,
             "failed": self.failed,
             "first_error": self.first_error,
         }
@@ -457,8 +479,16 @@ class ReplayReport:
             f"  matched                   {self.matched}",
             f"  {verb:<26}{self.replayed}",
             f"  skipped-already-replayed  {self.skipped_already_replayed}",
+            f"  refused-delivered         {self.refused_delivered}",
             f"  failed                    {self.failed}",
         ]
+        if self.refused_delivered:
+            lines.append(
+                f"  refused {self.refused_delivered} record(s) whose event was already "
+                "delivered (error class late, or dead-lettered at the correlate stage after "
+                "its enriched record was written): replaying would deliver it twice. Use "
+                "--force (with a fresh --group) to replay them anyway."
+            )
         if self.first_error:
             lines.append(f"  first error: {self.first_error}")
         return "\n".join(lines)
@@ -628,6 +658,7 @@ def replay_dlq(
     rate: float | None = None,
     dry_run: bool = False,
     allow_replayed: bool = False,
+    force: bool = False,
     timeout: float = 10.0,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], object] = time.sleep,
@@ -641,6 +672,8 @@ def replay_dlq(
     record of each partition and the run ends (records after it in the same
     batch that did get through may be sent again by the next run).
     ``dry_run`` reads and counts only: nothing is produced or committed.
+    Records whose event was already delivered (:func:`was_delivered`) are refused
+    unless ``force``.
     """
     if target == topic:
         raise DlqToolError(f"refusing to replay {topic} into itself; --to must be another topic")
@@ -673,6 +706,9 @@ def replay_dlq(
                 report.matched += 1
                 if fields.replayed is not None and not allow_replayed:
                     report.skipped_already_replayed += 1
+                    continue
+                if not force and was_delivered(fields):
+                    report.refused_delivered += 1
                     continue
                 if producer is None:
                     report.replayed += 1

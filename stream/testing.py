@@ -69,6 +69,8 @@ class Outputs:
     enriched: list[OutputRecord] = field(default_factory=list)
     dlq: list[OutputRecord] = field(default_factory=list)
     correlations: list[OutputRecord] = field(default_factory=list)
+    #: Late events (``correlate.late_policy: topic``): original records, ``stream.late.*`` headers.
+    late: list[OutputRecord] = field(default_factory=list)
     #: Records user stages emitted, by topic.
     extra: dict[str, list[OutputRecord]] = field(default_factory=dict)
 
@@ -77,6 +79,7 @@ class Outputs:
             *self.enriched,
             *self.dlq,
             *self.correlations,
+            *self.late,
             *(r for rs in self.extra.values() for r in rs),
         ]
 
@@ -220,6 +223,8 @@ class PipelineDriver:
                 out.dlq.append(record)
             elif record.topic == topics.correlations:
                 out.correlations.append(record)
+            elif record.topic == self.settings.late_topic:
+                out.late.append(record)
             else:
                 out.extra.setdefault(record.topic, []).append(record)
         self._capture.records = []

@@ -108,8 +108,11 @@ def _register_replay(actions: argparse._SubParsersAction) -> None:  # type: igno
             "Re-produce DLQ records to --to with their original key, value, timestamp and\n"
             "headers (dlq.* headers removed) plus a dlq.replayed header. Records that already\n"
             "carry dlq.replayed (they were replayed and failed again) are skipped unless\n"
-            "--allow-replayed. Progress is committed to the consumer group --group after the\n"
-            "broker acknowledged each batch, so running the same replay again does not re-send.\n"
+            "--allow-replayed. Records whose event was already delivered to the enriched topic\n"
+            "(error class late, or any record dead-lettered at the correlate stage) are refused\n"
+            "unless --force: replaying them would deliver the event twice. Progress is committed\n"
+            "to the consumer group --group after the broker acknowledged each batch, so running\n"
+            "the same replay again does not re-send.\n"
             "The group remembers how far it read, not what matched: use another --group for a\n"
             "replay with different filters.\n\n"
             "Filters: --filter KEY=VALUE with KEY one of error_class, stage, original_topic\n"
@@ -155,6 +158,12 @@ def _register_replay(actions: argparse._SubParsersAction) -> None:  # type: igno
         "--allow-replayed",
         action="store_true",
         help="also replay records that were replayed before (dlq.replayed header)",
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="also replay records whose event was already delivered (error class late, "
+        "stage correlate): the event is delivered twice",
     )
     parser.add_argument(
         "--group",
@@ -251,7 +260,16 @@ def run_replay(args: argparse.Namespace) -> int:
         rate=args.rate,
         dry_run=args.dry_run,
         allow_replayed=args.allow_replayed,
+        force=args.force,
         timeout=args.timeout,
     )
     print(json.dumps(report.to_json(), indent=2) if args.json else report.render())
+    if report.refused_delivered and args.json:
+        import sys
+
+        print(
+            f"refused {report.refused_delivered} record(s) whose event was already delivered; "
+            "--force replays them anyway",
+            file=sys.stderr,
+        )
     return EXIT_RUNTIME if report.failed else 0

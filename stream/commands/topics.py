@@ -17,8 +17,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "topics",
         help="create the pipeline's topics",
         description=(
-            "Create the input, output, DLQ, reference (compacted) and window-state changelog "
-            "(compacted) topics. Existing topics are left alone. The changelog gets the input's "
+            "Create the input, output, DLQ, late-event (<input>.late by default), reference "
+            "(compacted) and window-state changelog (compacted) topics. Existing topics are "
+            "left alone. The changelog gets the input's "
             "partition count, which is what the window state needs."
         ),
     )
@@ -57,6 +58,7 @@ def run_create(args: argparse.Namespace) -> int:
         TopicSpec(t.enriched, partitions),
         TopicSpec(t.correlations, partitions),
         TopicSpec(t.dlq, partitions),
+        TopicSpec(settings.late_topic, partitions),
         TopicSpec(t.reference, args.reference_partitions, compact),
         TopicSpec(settings.changelog_topic, partitions, compact),
     ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import TYPE_CHECKING
 
 from stream.commands.common import (
@@ -14,6 +15,8 @@ from stream.commands.common import (
 
 if TYPE_CHECKING:
     from stream.config import Settings
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -127,6 +130,11 @@ def preflight(settings: Settings) -> None:
     t = settings.topics
     required = (t.input, t.enriched, t.correlations, t.dlq, t.reference, settings.changelog_topic)
     absent = [name for name in required if partition_count(metadata, name) is None]
+    late = settings.late_topic
+    if settings.correlate.late_policy == "topic" and partition_count(metadata, late) is None:
+        # Not required: nothing goes there until an event is late (a broker that creates
+        # topics on first use makes it with its default partition count).
+        log.warning("late-event topic %s does not exist; `stream topics create` makes it", late)
     if not absent:
         return
     denied = []

@@ -13,6 +13,11 @@ Lineage (README "Lineage"): every record carries ``stream.pipeline`` and
 ``stream.pipeline.digest``; enriched and extra records ``stream.input`` =
 ``topic/partition/offset`` of their input record; correlations
 ``topic/partition/first-last``.
+
+Late events (``correlate.late_policy: topic``) are no failure: their enriched
+record is written like any other, and the original record (its key, value,
+headers and timestamp) goes to the late topic too, with ``stream.late.rule``,
+``stream.late.window_end`` and ``stream.input``.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ from stream.runtime.work import WorkBatch
 LINEAGE_PIPELINE: Final = "stream.pipeline"
 LINEAGE_DIGEST: Final = "stream.pipeline.digest"
 LINEAGE_INPUT: Final = "stream.input"
+#: Headers of a late-topic record (``late_policy: topic``): the rule it was late for and
+#: the end (epoch ms) of the window that had closed.
+LATE_RULE: Final = "stream.late.rule"
+LATE_WINDOW_END: Final = "stream.late.window_end"
 
 Headers = list[tuple[str, bytes]]
 
@@ -88,6 +97,7 @@ class OutputRouter:
         self._input = topics.input
         self._enriched = topics.enriched
         self._correlations = topics.correlations
+        self._late = settings.late_topic
         self._output_key = output_key
         self._encoder = encoder
         self.lineage = lineage_headers(settings)
@@ -96,6 +106,7 @@ class OutputRouter:
         self.traceparents: list[bytes] = []
         self._labels_enriched = metrics.events_produced_total.labels(topic=self._enriched)
         self._labels_correlations = metrics.events_produced_total.labels(topic=self._correlations)
+        self._labels_late = metrics.events_produced_total.labels(topic=self._late)
 
     def route(self, work: WorkBatch) -> None:
         """Queue every output of a finished batch."""
@@ -103,6 +114,8 @@ class OutputRouter:
             self.dead_letter(work)
         if work.events:
             self._enriched_records(work)
+        if work.late:
+            self._late_records(work)
         for x in work.extra:
             m = work.records[x.position]
             headers = [*self.lineage, (LINEAGE_INPUT, _position(self._input, m))]
@@ -124,6 +137,23 @@ class OutputRouter:
         for (stage, error_class), n in counts.items():
             metrics.events_rejected_total.labels(stage=stage, error_class=error_class).inc(n)
             metrics.dlq_records_total.labels(stage=stage).inc(n)
+
+    def _late_records(self, work: WorkBatch) -> None:
+        """The original record of each late event, to the late topic (README "Late events")."""
+        produce = self._producer.produce
+        for late in work.late:
+            m = work.records[late.position]
+            headers = [
+                *(m.headers() or []),
+                *self.lineage,
+                (LINEAGE_INPUT, _position(self._input, m)),
+                (LATE_RULE, late.rule.encode()),
+                (LATE_WINDOW_END, str(late.window_end).encode()),
+            ]
+            produce(
+                self._late, m.value(), m.key(), headers=headers, timestamp=max(m.timestamp()[1], 0)
+            )
+        self._labels_late.inc(len(work.late))
 
     def _enriched_records(self, work: WorkBatch) -> None:
         chosen = [work.records[i] for i in work.indices]

@@ -21,7 +21,7 @@ from typing import Any, Final, Protocol, cast
 
 from stream.errors import TransientError
 from stream.observability import metrics
-from stream.runtime.work import Rejected, WorkBatch
+from stream.runtime.work import Late, Rejected, WorkBatch
 from stream.stages import Reject
 from stream.stages.correlate import Correlator
 from stream.stages.enrich import Enricher, EnrichResult
@@ -79,7 +79,10 @@ class ValidateStep:
     def run(self, work: WorkBatch) -> None:
         live = work.live_positions()
         records = work.records
-        values: list[bytes | None] = [records[i].value() for i in live]
+        if work.dead:
+            values: list[bytes | None] = [records[i].value() for i in live]
+        else:
+            values = [m.value() for m in records]
         format_rejected: set[int] = set()
         if self._decoder is not None:
             try:
@@ -237,6 +240,7 @@ class CorrelateStep:
         #: partition -> input offset the restored window state already reflects
         self._state_offsets = state_offsets
         self._with_offsets = with_offsets
+        self._late_to_topic = correlator.late_policy == "topic"
 
     def run(self, work: WorkBatch) -> None:
         by_part: dict[int, list[int]] = {}
@@ -266,10 +270,20 @@ class CorrelateStep:
                 offsets,  # type: ignore[arg-type]
             )
             if result.late_indices:
-                work.rejects += [
-                    Rejected(
-                        indices[js[k]], CORRELATE, LATE, "event arrived after its window closed"
-                    )
-                    for k in result.late_indices
-                ]
+                if self._late_to_topic:  # late_policy: topic — not a failure, no DLQ record
+                    work.late += [
+                        Late(indices[js[k]], why.rule, why.window_end)
+                        for k, why in zip(result.late_indices, result.late_for, strict=True)
+                    ]
+                else:  # late_policy: dlq
+                    work.rejects += [
+                        Rejected(
+                            indices[js[k]],
+                            CORRELATE,
+                            LATE,
+                            f"event arrived after its window closed (rule {why.rule}, "
+                            f"window end {why.window_end})",
+                        )
+                        for k, why in zip(result.late_indices, result.late_for, strict=True)
+                    ]
             self._emit(result.correlations, p)

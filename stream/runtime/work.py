@@ -32,6 +32,14 @@ class Rejected(NamedTuple):
     attempts: int = 1
 
 
+class Late(NamedTuple):
+    """An event that arrived after its window closed (``late_policy: topic``)."""
+
+    position: int
+    rule: str
+    window_end: int
+
+
 class Extra(NamedTuple):
     """A record a user stage emitted to a topic of its own, for the record at ``position``."""
 
@@ -60,6 +68,8 @@ class WorkBatch:
     outputs: list[bytes] = field(default_factory=list)
     rejects: list[Rejected] = field(default_factory=list)
     extra: list[Extra] = field(default_factory=list)
+    #: Late events for the late topic (the record is still enriched: it is no failure).
+    late: list[Late] = field(default_factory=list)
     #: Partitions revoked (or rewound) while the batch was in flight: dropped everywhere.
     dead: set[int] = field(default_factory=set)
     degraded: int = 0
@@ -84,6 +94,8 @@ class WorkBatch:
         self.keep([j for j, i in enumerate(self.indices) if parts[i] not in dead])
         self.rejects = [r for r in self.rejects if parts[r.position] not in dead]
         self.extra = [x for x in self.extra if parts[x.position] not in dead]
+        if self.late:
+            self.late = [x for x in self.late if parts[x.position] not in dead]
 
     def live_positions(self) -> list[int]:
         """Record positions of partitions still owned (all of them, normally)."""

@@ -30,14 +30,21 @@ from stream.errors import ConfigError
 from stream.fieldpaths import FieldResolver, single_getter
 from stream.models import Correlation
 from stream.observability import metrics
-from stream.windows.compiled import CompiledRule, compile_rule
+from stream.windows.compiled import CompiledRule, SequenceRule, compile_rule
 from stream.windows.fields import ANY_FIELD
 from stream.windows.partition import PartitionState
 from stream.windows.rules import Rule
-from stream.windows.spec import RESERVED_RULE_NAMES, RuleSpec
+from stream.windows.spec import RESERVED_RULE_NAMES, RuleSpec, SessionWindow, TumblingWindow
 from stream.windows.store import KeyBudget
 
-LatePolicy = Literal["dlq", "drop"]
+LatePolicy = Literal["topic", "dlq", "drop"]
+
+
+class LateFor(NamedTuple):
+    """Why one event is late: the (first) rule it was late for and that window's end."""
+
+    rule: str
+    window_end: int
 
 
 class CorrelateResult(NamedTuple):
@@ -47,10 +54,29 @@ class CorrelateResult(NamedTuple):
     ascending order, of events that were late for at least one rule they
     matched (they may still have counted for other rules); it is empty under
     ``late_policy="drop"`` (late events are still counted in the metric).
+    ``late_for[k]`` names the rule and window ``late_indices[k]`` was late for
+    (computed only when a batch has late events).
     """
 
     correlations: list[Correlation]
     late_indices: list[int]
+    late_for: list[LateFor] = []
+
+
+def late_window_end(rule: CompiledRule, event_time: int) -> int:
+    """The end of the newest window of ``rule`` an event at ``event_time`` belongs to.
+
+    An event is late when even that window had closed (``end + grace <= watermark``);
+    for a session it is the end of the session the event would have started alone, for a
+    sequence the end of the span it would have anchored.
+    """
+    if isinstance(rule, SequenceRule):
+        return event_time + rule.within
+    window = rule.window
+    if isinstance(window, SessionWindow):
+        return event_time + window.gap
+    step = window.size if isinstance(window, TumblingWindow) else window.advance
+    return event_time - event_time % step + window.size
 
 
 class Correlator:
@@ -62,7 +88,7 @@ class Correlator:
         *,
         allowed_lateness_ms: int = 0,
         idle_timeout_ms: int = 30_000,
-        late_policy: LatePolicy = "dlq",
+        late_policy: LatePolicy = "topic",
         max_keys: int = 1_000_000,
         sample_size: int = 5,
         fields: FieldResolver = ANY_FIELD,
@@ -72,8 +98,8 @@ class Correlator:
             raise ConfigError("allowed_lateness_ms", "must be >= 0")
         if idle_timeout_ms <= 0:
             raise ConfigError("idle_timeout_ms", "must be > 0")
-        if late_policy not in ("dlq", "drop"):
-            raise ConfigError("late_policy", "must be dlq or drop")
+        if late_policy not in ("topic", "dlq", "drop"):
+            raise ConfigError("late_policy", "must be topic, dlq or drop")
         if max_keys <= 0:
             raise ConfigError("max_keys", "must be > 0")
         if sample_size < 0:
@@ -99,7 +125,8 @@ class Correlator:
         self._names = names
         self._lateness = allowed_lateness_ms
         self._idle_timeout = idle_timeout_ms
-        self._report_late = late_policy == "dlq"
+        self.late_policy: LatePolicy = late_policy
+        self._report_late = late_policy != "drop"
         self._sample_size = sample_size
         self._budget = KeyBudget(max_keys)
         self._partitions: dict[int, PartitionState] = {}
@@ -140,8 +167,26 @@ class Correlator:
         for n, counter in zip(outcome.refused_per_rule, self._cap_metric, strict=True):
             if n:
                 counter.inc(n)
-        late = outcome.late_positions if self._report_late else []
-        return CorrelateResult(outcome.correlations, late)
+        if not outcome.late_positions or not self._report_late:
+            return CorrelateResult(outcome.correlations, [])
+        late = outcome.late_positions
+        return CorrelateResult(
+            outcome.correlations, late, self._late_for(late, outcome.late_by_rule, event_times)
+        )
+
+    def _late_for(
+        self, late: list[int], by_rule: list[list[int]], times: Sequence[int]
+    ) -> list[LateFor]:
+        """Per late position, the first rule (in rule order) it was late for, and its window."""
+        first: dict[int, int] = {}
+        for r, positions in enumerate(by_rule):
+            for i in positions:
+                first.setdefault(i, r)
+        rules = self._rules
+        return [
+            LateFor(rules[first[i]].info.name, late_window_end(rules[first[i]], times[i]))
+            for i in late
+        ]
 
     def advance_idle(self, now_ms: int) -> list[Correlation]:
         """Let idle partitions' watermarks follow the wall clock; returns what that closed."""

@@ -24,12 +24,17 @@ from stream.windows.store import KeyBudget, RuleStore
 
 
 class BatchOutcome(NamedTuple):
-    """What one batch produced, with per-rule counts for the caller's metrics."""
+    """What one batch produced, with per-rule counts for the caller's metrics.
+
+    ``late_by_rule[r]`` are the positions late for rule ``r`` (the same list objects
+    the stores returned: nothing is copied on the hot path).
+    """
 
     correlations: list[Correlation]
     late_positions: list[int]
     late_per_rule: list[int]
     refused_per_rule: list[int]
+    late_by_rule: list[list[int]]
 
 
 def make_store(rule: CompiledRule, budget: KeyBudget, sample_size: int) -> RuleStore:
@@ -92,10 +97,12 @@ class PartitionState:
         late_per_rule: list[int] = []
         refused_per_rule: list[int] = []
         late_sets: list[list[int]] = []
+        late_by_rule: list[list[int]] = []
         for store in self._stores:
             outcome = store.process(batch, out)
             late_per_rule.append(len(outcome.late))
             refused_per_rule.append(outcome.refused)
+            late_by_rule.append(outcome.late)
             if outcome.late:
                 late_sets.append(outcome.late)
         for store in self._stores:
@@ -106,7 +113,7 @@ class PartitionState:
             late = late_sets[0]
         else:
             late = sorted({i for positions in late_sets for i in positions})
-        return BatchOutcome(out, late, late_per_rule, refused_per_rule)
+        return BatchOutcome(out, late, late_per_rule, refused_per_rule, late_by_rule)
 
     def advance_idle(self, now_ms: int, idle_timeout_ms: int, out: list[Correlation]) -> None:
         if self.clock.advance_idle(now_ms, idle_timeout_ms):

@@ -306,6 +306,7 @@ def test_replay_with_filter_sends_exactly_the_matching_records(
         topic=dlq,
         record_filter=ReplayFilter.build([("error_class", "LateEventError")]),
         group=group,
+        force=True,  # stage correlate: the events were delivered (see the refusal test below)
     )
 
     assert (report.scanned, report.matched, report.replayed) == (62, 20, 20)
@@ -327,6 +328,39 @@ def test_replay_with_filter_sends_exactly_the_matching_records(
         assert h.header_value(headers, "traceparent") == h.header_value(
             source.headers(), "traceparent"
         )
+
+
+@pytest.mark.broker
+def test_records_whose_event_was_delivered_are_refused_unless_forced(
+    kafka_bootstrap: str, topic_factory: TopicFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``late`` (late_policy: dlq) and anything dead-lettered at the correlate stage had its
+    enriched record written already: replaying it would deliver the event twice."""
+    dlq = topic_factory("dlq-test")
+    write_dlq(
+        kafka_bootstrap,
+        dlq,
+        [Failed("late", "correlate")] * 4
+        + [Failed("unprocessable", "correlate")] * 2
+        + [Failed("late", "validate")]  # the class alone is enough
+        + [Failed("schema_violation", "validate")] * 3,
+    )
+    target = topic_factory("dlq-test")
+    args = ["dlq", "replay", "--bootstrap-servers", kafka_bootstrap, "--topic", dlq]
+    args += ["--to", target]
+
+    assert main([*args, "--group", uuid.uuid4().hex]) == 0
+    out = capsys.readouterr().out
+    assert "refused-delivered         7" in out
+    assert "already delivered" in out and "--force" in out
+    assert len(read_all(kafka_bootstrap, target)) == 3, "only the schema violations went back"
+
+    forced = topic_factory("dlq-test")
+    report = replay_dlq(
+        conf(kafka_bootstrap), target=forced, topic=dlq, group=uuid.uuid4().hex, force=True
+    )
+    assert (report.replayed, report.refused_delivered) == (10, 0)
+    assert len(read_all(kafka_bootstrap, forced)) == 10
 
 
 @pytest.mark.broker

@@ -15,6 +15,11 @@ processes and shrinks by SIGTERM, one membership change per step. Afterwards:
   a partition went unprocessed (largest gap between consecutive output records of
   one input partition), the worst end-to-end latency, and per-worker throughput
   from ``stream_events_consumed_total``. Printed (``pytest -s``) and written as JSON.
+
+The test runs once per group protocol (``classic``: client-side cooperative-sticky;
+``consumer``: KIP-848, broker-side assignment) and, after both, prints one line per
+protocol — the longest stall of any partition and the slowest settle over all steps —
+and writes ``scaling-protocols.json`` (README "Scaling behaviour" quotes it).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,6 +51,10 @@ from tests.support.pipeline import (
 )
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow, pytest.mark.timeout(150)]
+
+PROTOCOLS = ("classic", "consumer")
+#: protocol -> summary of its run, filled by the test, printed after both ran.
+SUMMARIES: dict[str, dict[str, object]] = {}
 
 PARTITIONS = 6
 RATE = 4000  # events/s, steady
@@ -250,7 +260,26 @@ def format_table(steps: list[Step], totals: dict[str, float]) -> str:
     return "\n".join([*lines, LEGEND])
 
 
-def test_group_scales_up_and_down_without_loss(kafka_bootstrap: str, tmp_path: Path) -> None:
+@pytest.fixture(scope="module", autouse=True)
+def _compare_protocols(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    yield
+    if not SUMMARIES:
+        return
+    lines = [f"{'protocol':<9} {'max stall s':>11} {'max settle s':>12} {'settle per step s':<30}"]
+    for protocol, summary in SUMMARIES.items():
+        lines.append(
+            f"{protocol:<9} {summary['max_partition_gap_s']:>11.2f} "
+            f"{summary['max_settle_s']:>12.2f} {summary['settle_per_step_s']}"
+        )
+    path = tmp_path_factory.getbasetemp() / "scaling-protocols.json"
+    path.write_text(json.dumps(SUMMARIES, indent=2))
+    print("\n" + "\n".join(lines) + f"\nprotocol comparison: {path}")
+
+
+@pytest.mark.parametrize("group_protocol", PROTOCOLS)
+def test_group_scales_up_and_down_without_loss(
+    kafka_bootstrap: str, tmp_path: Path, group_protocol: str
+) -> None:
     started = time.monotonic()
     topics = PipelineTopics(kafka_bootstrap, partitions=PARTITIONS).create()
     members: list[Member] = []
@@ -259,7 +288,10 @@ def test_group_scales_up_and_down_without_loss(kafka_bootstrap: str, tmp_path: P
     names = iter(f"w{i}" for i in range(1, 10))
 
     def add_worker() -> Member:
-        member = Member(next(names), WorkerProcess(topics, tmp_path), topics.input)
+        process = WorkerProcess(
+            topics, tmp_path, extra_env={"STREAM_GROUP_PROTOCOL": group_protocol}
+        )
+        member = Member(next(names), process, topics.input)
         members.append(member)
         return member
 
@@ -353,6 +385,7 @@ def test_group_scales_up_and_down_without_loss(kafka_bootstrap: str, tmp_path: P
     enriched_duplicates = sum(enriched_ids.values()) - len(enriched_ids)
     dlq_duplicates = sum(dlq_validate.values()) - len(dlq_validate)
     report = {
+        "group_protocol": group_protocol,
         "events": EVENTS,
         "rate": RATE,
         "partitions": PARTITIONS,
@@ -375,6 +408,14 @@ def test_group_scales_up_and_down_without_loss(kafka_bootstrap: str, tmp_path: P
         f"test took {report['test_seconds']}s"
     )
     print(f"scaling report: {report_path}")
+    changes = steps[1:]
+    SUMMARIES[group_protocol] = {
+        "max_partition_gap_s": max(s.max_partition_gap_s for s in changes),
+        "max_settle_s": max(s.settle_s for s in changes),
+        "settle_per_step_s": [s.settle_s for s in changes],
+        "gap_per_step_s": [s.max_partition_gap_s for s in changes],
+        "max_latency_s": max(s.max_latency_s for s in changes),
+    }
 
     assert set(enriched_ids) == valid, "every valid event enriched, nothing else"
     assert set(dlq_validate) == invalid_positions, "every invalid event in the DLQ"

@@ -512,5 +512,5 @@ def test_constructor_validation(kwargs: dict[str, Any], field: str) -> None:
 
 def test_empty_batch_is_a_no_op() -> None:
     engine = obs.correlator(DEFAULT_RULES)
-    assert engine.process(0, [], [], 0) == ([], [])
+    assert engine.process(0, [], [], 0) == ([], [], [])
     assert engine.drain_changes(0) == []
