@@ -6,7 +6,8 @@ commits) and owns the one rule that makes sinks safe::
     sink.flush()  ->  DLQ producer flush  ->  commit offsets
 
 in that order, at every checkpoint: every ``checkpoint_interval`` seconds or
-``checkpoint_every`` records, when the sink asks (a file reached its roll
+``checkpoint_every`` records (a checkpoint never holds more: the runner takes no
+more from the consumer than is left until then), when the sink asks (a file reached its roll
 size), before partitions are revoked, and on SIGTERM. If any step fails,
 nothing is committed; the records are kept by the sink or re-read from the
 last committed offset, so the worst case is a replay, which the sinks absorb
@@ -188,7 +189,10 @@ class SinkRunner:
         return self.stats
 
     def _poll(self) -> list[Message]:
-        messages = self._consumer.consume(self._options.max_batch, 0.5)
+        # Never take more than the checkpoint has room for: ``checkpoint_every`` bounds
+        # what one checkpoint (one database transaction of the PostgreSQL sink) holds.
+        room = self._options.checkpoint_every - self._since_checkpoint
+        messages = self._consumer.consume(min(self._options.max_batch, max(room, 1)), 0.5)
         batch = []
         for message in messages:
             err = message.error()
