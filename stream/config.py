@@ -169,6 +169,10 @@ class Settings(BaseSettings):
     derive: DeriveSpec = Field(default_factory=dict)
     #: Stages of your own (``stream.stages.user``), in order after validate or enrich.
     stages: tuple[UserStageSpec, ...] = ()
+    #: Lineage headers on enriched records (README "Lineage"): ``input`` (the input
+    #: position), ``full`` (also the pipeline and its digest) or ``off``. Headers cost CPU
+    #: per record; DLQ, correlation and extra records always carry full lineage.
+    lineage: Literal["full", "input", "off"] = "input"
     #: The join that ``enrich:`` as a mapping and ``topics.reference`` configure (upgrade path).
     reference_join: str | None = None
     # -- record formats (README "Schema Registry") --------------------------------------------
@@ -189,6 +193,11 @@ class Settings(BaseSettings):
     #: Set by the loader: the pipeline file and the content hash of it and its schema (lineage).
     pipeline_file: str | None = None
     pipeline_digest: str = ""
+
+    @field_validator("lineage", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: object) -> object:
+        return "off" if value is False else value  # YAML 1.1 reads a bare `off` as false
 
     @field_validator("joins")
     @classmethod

@@ -223,24 +223,28 @@ class OutputProducer:
     ) -> None:
         """Queue many records: the hot path's loop, kept free of per-record attribute lookups.
 
-        ``headers`` (optional, aligned with ``values``) is only passed when some input
-        record carried trace context; most batches take the header-less loop.
+        ``headers`` (optional) is aligned with ``values`` (lineage, trace context).
         """
-        if headers is not None:
-            for i, value in enumerate(values):
-                self.produce(topic, value, keys[i], headers=headers[i])
-            return
         produce = self._produce
         epoch = self._epoch
         ack = epoch.ack if self.tracks_acks else None
         queued = 0  # by the fast path; the BufferError path counts its own
-        for i, value in enumerate(values):
-            try:
-                produce(topic, value, keys[i], on_delivery=ack)
-                queued += 1
-            except BufferError:
-                self._producer.poll(0.05)
-                self.produce(topic, value, keys[i])
+        if headers is None:
+            for i, value in enumerate(values):
+                try:
+                    produce(topic, value, keys[i], on_delivery=ack)
+                    queued += 1
+                except BufferError:
+                    self._producer.poll(0.05)
+                    self.produce(topic, value, keys[i])
+        else:
+            for i, value in enumerate(values):
+                try:
+                    produce(topic, value, keys[i], on_delivery=ack, headers=headers[i])  # type: ignore[arg-type]
+                    queued += 1
+                except BufferError:
+                    self._producer.poll(0.05)
+                    self.produce(topic, value, keys[i], headers=headers[i])
         epoch.produced += queued
 
     def poll(self) -> None:

@@ -102,6 +102,7 @@ def write_pipeline(topics: PipelineTopics, directory: Path, fx_url: str) -> Path
     spec["enrich"][0]["table"]["topic"] = topics.reference
     spec["enrich"][1]["http"]["url"] = fx_url
     spec["schema_file"] = str(PIPELINES_DIR / "orders.schema.json")
+    spec["lineage"] = "full"  # every lineage header on enriched records too
     path = directory / "orders-test.yaml"
     path.write_text(yaml.safe_dump(spec, sort_keys=False))
     return path

@@ -264,3 +264,31 @@ def test_bundled_pipeline_keeps_its_output_shape() -> None:
         {"known_service": False, "score": 2.0},
         {"known_service": False, "score": 5.0},
     ]
+
+
+@pytest.mark.parametrize(
+    ("lineage", "headers"),
+    [
+        ("input", ["stream.input"]),
+        ("full", ["stream.pipeline", "stream.pipeline.digest", "stream.input"]),
+        ("off", []),
+    ],
+)
+def test_lineage_headers_of_enriched_records(
+    tmp_path: Path, lineage: str, headers: list[str]
+) -> None:
+    from stream.testing import PipelineDriver
+
+    file = tmp_path / "p.yaml"
+    file.write_text(BASE + f"lineage: {lineage}\n")
+    driver = PipelineDriver(file, now_ms=T0)
+    driver.send({"id": "a", "ts": T0})
+    driver.send(b"not json")
+    out = driver.run()
+    (enriched,) = out.enriched
+    assert [k for k, _ in enriched.headers] == headers
+    if headers:
+        assert enriched.header("stream.input") == b"events/0/0"
+    (dead,) = out.dlq  # DLQ records always carry the whole lineage
+    assert dead.header("stream.pipeline") == b"p"
+    assert len(dead.header("stream.pipeline.digest") or b"") == 16
