@@ -63,6 +63,20 @@ ABORT_RETRY = RetryPolicy(
 _FENCED = frozenset(
     {KafkaError.PRODUCER_FENCED, KafkaError._FENCED, KafkaError.INVALID_PRODUCER_EPOCH}
 )
+#: An abort the broker refuses with one of these cannot be retried: the transaction is
+#: gone or the producer's state is stale (seen when the transaction coordinator was cut
+#: off for longer than transaction.timeout.ms and aborted the transaction itself). A new
+#: producer instance's init_transactions fences the old one and ends whatever it left.
+_RESET_ON_ABORT = frozenset(
+    {KafkaError.INVALID_TXN_STATE, KafkaError.INVALID_PRODUCER_ID_MAPPING, KafkaError._STATE}
+)
+#: How long an abort that keeps timing out is retried before the producer is replaced
+#: instead: the broker aborts a transaction itself after transaction.timeout.ms anyway,
+#: and the retries hold the runner (the consumer is not polled meanwhile).
+ABORT_GIVE_UP_S = 30.0
+ABORT_ONLY_RETRY = RetryPolicy(
+    initial=0.5, multiplier=2.0, max_delay=5.0, max_attempts=100, total_timeout=ABORT_GIVE_UP_S
+)
 
 
 class TransactionAbortedError(StreamError):
@@ -344,7 +358,12 @@ class OutputProducer:
         refused because the producer was fenced meanwhile — typically the broker timed
         the transaction out during an outage and bumped the epoch — raises
         ProducerFencedError, so the caller replaces the producer and rewinds (or stops,
-        under static membership) instead of failing the worker.
+        under static membership) instead of failing the worker. An abort refused because
+        the transaction or the producer's state is stale (``INVALID_TXN_STATE``: the
+        coordinator was unreachable for longer than ``transaction.timeout.ms`` and aborted
+        it itself), or still not done after ``ABORT_GIVE_UP_S``, raises ProducerResetNeeded:
+        replace the producer and rewind (it stopped the worker before; a 20 s isolation
+        of the controller on the three-node cluster showed both).
         """
 
         def attempt() -> None:
@@ -358,14 +377,23 @@ class OutputProducer:
                         "transaction outlived transaction.timeout.ms, or another worker "
                         "with the same transactional id took over"
                     ) from None
+                if isinstance(err, KafkaError) and (
+                    err.code() in _RESET_ON_ABORT or (err.fatal() and not err.retriable())
+                ):
+                    raise ProducerResetNeeded(
+                        f"transaction abort refused ({err.str()}): replacing the producer"
+                    ) from None
                 if isinstance(err, KafkaError) and err.retriable():
                     raise TransientError(f"transaction abort: {err.str()}") from None
                 raise FatalError(f"transaction abort failed: {_describe(exc)}") from None
 
         try:
-            retry_call(attempt, policy=ABORT_RETRY, operation="abort_transaction")
+            retry_call(attempt, policy=ABORT_ONLY_RETRY, operation="abort_transaction")
         except RetryExhausted as exc:
-            raise FatalError(f"transaction abort failed: {exc}") from None
+            raise ProducerResetNeeded(
+                f"transaction abort not done after {ABORT_GIVE_UP_S:.0f}s ({exc}): "
+                "replacing the producer"
+            ) from None
         self._failures, self._first_failure = 0, None
 
     def _classify(self, exc: KafkaException, action: str, timeout: float) -> StreamError:

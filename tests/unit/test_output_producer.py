@@ -17,6 +17,7 @@ from stream.errors import FatalError
 from stream.kafka.producer import (
     OutputProducer,
     ProducerFencedError,
+    ProducerResetNeeded,
     TransactionAbortedError,
 )
 
@@ -66,4 +67,18 @@ def test_abort_failing_otherwise_is_fatal() -> None:
     broken = KafkaError(KafkaError._INVALID_ARG, "nonsense")
     producer = producer_with(ABORTABLE, abort_error=broken)
     with pytest.raises(FatalError, match="transaction abort failed"):
+        producer.send_offsets([], object(), 1.0)
+
+
+def test_abort_refused_as_invalid_state_means_replace_the_producer() -> None:
+    # The controller (and transaction coordinator) was cut off for longer than
+    # transaction.timeout.ms: it aborted the transaction itself, and the client's abort
+    # is refused as INVALID_TXN_STATE (three-node cluster, 20 s isolation).
+    stale = KafkaError(
+        KafkaError.INVALID_TXN_STATE,
+        "Failed to end transaction: Broker: Producer attempted a transactional operation in an "
+        "invalid state",
+    )
+    producer = producer_with(ABORTABLE, abort_error=stale)
+    with pytest.raises(ProducerResetNeeded, match="replacing the producer"):
         producer.send_offsets([], object(), 1.0)
