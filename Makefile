@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 APT_PACKAGES := prometheus prometheus-alertmanager postgresql openjdk-17-jre-headless maven
 
 .DEFAULT_GOAL := help
-.PHONY: help install system-deps test test-unit test-fast lint format bench bench-smoke demo broker-start broker-stop registry-start registry-stop test-cluster clean
+.PHONY: help install system-deps test test-unit test-fast lint format bench bench-smoke soak demo broker-start broker-stop registry-start registry-stop test-cluster clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-14s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ bench: install ## full benchmark: ceiling, stream, Quix Streams, Faust per-event
 
 bench-smoke: install ## small benchmark run (20k events) to check the harness
 	$(BIN)/stream bench --events 20000
+
+soak: install ## soak run: 30 min at half the measured capacity, keys growing to 1M; CSV, summary, plot in benchmarks/results/soak-<UTC>/
+	$(BIN)/python -m tests.soak.driver --minutes $${SOAK_MINUTES:-30}
 
 demo: install ## local broker + worker + load generator with a live summary (Ctrl-C to stop)
 	$(BIN)/stream demo
