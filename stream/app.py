@@ -42,14 +42,13 @@ from prometheus_client import generate_latest
 
 from stream.config import Settings
 from stream.errors import StreamError
-from stream.formats import pipeline as formats
 from stream.kafka.client import client_config
 from stream.kafka.producer import OutputProducer
 from stream.kafka.reader import read_partition_to_end
 from stream.lookups import TableFeeds, build_lookups
 from stream.observability import gcpause, metrics
 from stream.observability.tracing import BatchTracer
-from stream.pipeline import build_stages
+from stream.pipeline import build_stages, uses_registry
 from stream.resilience.circuit_breaker import CircuitBreaker
 from stream.runner import BatchRunner
 from stream.runtime.steps import DependencyUnavailable
@@ -210,13 +209,18 @@ class PipelineService(mode.Service):
         s = self.settings
         base = s.kafka_client_config()
         self._lookups, self._breakers = build_lookups(s, self.feeds, base)
-        registry = formats.registry_breaker(s)
-        if registry is not None:  # the runner resumes a paused decode when it is not open
-            self._breakers[formats.REGISTRY_BREAKER] = registry
+        registry_in_use = uses_registry(s)
+        if registry_in_use:
+            from stream.formats import pipeline as formats
+
+            registry = formats.registry_breaker(s)
+            if registry is not None:  # the runner resumes a paused decode when it is not open
+                self._breakers[formats.REGISTRY_BREAKER] = registry
         # Output schemas are checked for compatibility while the stages are built (a
         # ConfigError with the registry's message) and registered here, once.
         stages = build_stages(s, self._lookups, self._breakers)
-        formats.register_outputs(stages.encoder)
+        if registry_in_use:
+            formats.register_outputs(stages.encoder)
         transactional_id = None
         if s.processing_guarantee == "exactly_once":
             # Stable across restarts of one instance (static membership, or a pod's

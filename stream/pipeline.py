@@ -28,7 +28,6 @@ from stream.config import Settings
 from stream.errors import ConfigError
 from stream.expressions import compile_derived
 from stream.fieldpaths import SchemaFields, single_getter
-from stream.formats import pipeline as formats
 from stream.runtime.user_steps import UserStep, load_user_steps
 from stream.schema import (
     CompiledSchema,
@@ -86,12 +85,26 @@ class RecordEncoder(Protocol):
     def encode_values(self, topic: str, values: list[bytes]) -> list[bytes]: ...
 
 
+def uses_registry(settings: Settings) -> bool:
+    """Record formats or a schema held by the registry: only then is :mod:`stream.formats`
+    loaded (its registry client takes a second or more to import)."""
+    inline = settings.schema_inline
+    return (
+        settings.format != "json"
+        or settings.output_format != "json"
+        or (inline is not None and "registry_subject" in inline)
+    )
+
+
 def compile_schema(settings: Settings) -> CompiledSchema:
     """The pipeline's schema, from ``schema_file``, ``schema`` (inline) or the registry
     (``schema: {registry_subject: ...}``, README "Schema Registry")."""
-    if formats.registry_subject(settings) is not None:
-        doc, source = formats.registry_schema_document(settings)
-        return compile_json_schema(doc, source=source)
+    if uses_registry(settings):
+        from stream.formats import pipeline as formats
+
+        if formats.registry_subject(settings) is not None:
+            doc, source = formats.registry_schema_document(settings)
+            return compile_json_schema(doc, source=source)
     if settings.schema_inline is not None:
         return compile_inline_schema(settings.schema_inline, source=settings.pipeline_file or "")
     if settings.schema_file is None:
@@ -188,8 +201,12 @@ def _build(
         if "." not in path and any(info.optional)
     }
     # Record formats (README "Schema Registry"): None for JSON in and out (today's path).
-    decoder = formats.build_decoder(settings, breakers.get(formats.REGISTRY_BREAKER))
-    encoder = formats.build_encoder(settings)
+    decoder = encoder = None
+    if uses_registry(settings):
+        from stream.formats import pipeline as formats
+
+        decoder = formats.build_decoder(settings, breakers.get(formats.REGISTRY_BREAKER))
+        encoder = formats.build_encoder(settings)
     user_steps = load_user_steps(settings.stages, settings.topics.input)
     return Stages(
         schema,
