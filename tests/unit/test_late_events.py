@@ -124,3 +124,23 @@ def test_late_window_end_per_window_type(window: dict[str, str], time: int, end:
     )
     rule = compile_rule(spec)
     assert late_window_end(rule, time) == end
+
+
+def test_demo_summary_counts_late_events_apart_from_the_dlq(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from stream.demo import Demo, DemoOptions
+    from stream.observability.scrape import Sample
+
+    monkeypatch.delenv("STREAM_TOPICS__LATE", raising=False)
+    monkeypatch.delenv("STREAM_TOPICS__INPUT", raising=False)
+    demo = Demo(DemoOptions(0, 100, 1, 4, 0.02, 9092, 6066))
+    sample = Sample(
+        {
+            ("stream_events_consumed_total", ()): 100.0,
+            ("stream_dlq_records_total", (("stage", "validate"),)): 2.0,
+            ("stream_events_produced_total", (("topic", "events.late"),)): 7.0,
+        }
+    )
+    line = demo._line(sample, 0.0)
+    assert "dlq        2" in line and "late      7" in line
