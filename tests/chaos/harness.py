@@ -14,7 +14,16 @@ record, identified by its partition and offset, how many copies reached
   one's input offset from its delivery report;
 * :func:`read_topic` — everything a topic holds, up to its last stable offset
   (``read_committed``) or its high watermark;
-* :func:`account` — the ledger: lost, duplicated and misplaced records.
+* :func:`account` — the ledger: lost, duplicated and misplaced records;
+* :class:`RateSampler` and :func:`replay_bound` — how many records a worker consumes
+  in two commit intervals plus one batch, the bound on what a crash may replay;
+* :func:`reference_correlations` / :func:`correlation_keys` — the correlations an
+  uninterrupted run produces from the same input (the in-process
+  :class:`~stream.testing.PipelineDriver`), to compare a chaos run's with.
+
+Every helper takes its broker from the :class:`Pipeline`, so the same code serves the
+session broker, a broker of the test's own and the three-node ``kafka_cluster``
+(:func:`create_pipeline` with ``cluster.bootstrap``).
 """
 
 from __future__ import annotations
@@ -627,6 +636,158 @@ def inputs_of(
 ) -> dict[Position, tuple[str, bool]]:
     assert all(p >= 0 for p, _ in positions), "some input records were never acknowledged"
     return {pos: (ids[i], valid[i]) for i, pos in enumerate(positions)}
+
+
+# -- replays ------------------------------------------------------------------------------------
+
+
+class RateSampler(threading.Thread):
+    """Samples each worker's ``stream_events_consumed_total`` every ``interval`` seconds.
+
+    :meth:`most_in` answers "the most records one worker consumed in any ``seconds``" —
+    with ``seconds`` = two commit intervals, what a crash may replay at the measured rate.
+    A restarted worker's counter starts again at 0; samples are kept per process start.
+    """
+
+    def __init__(self, ws: Sequence[Worker], interval: float = 0.25) -> None:
+        super().__init__(daemon=True)
+        self.workers = list(ws)
+        self.interval = interval
+        #: (worker name, start number) -> [(monotonic time, consumed)]
+        self.samples: dict[tuple[str, int], list[tuple[float, float]]] = {}
+        #: (worker name, start number) -> largest batch seen (histogram bucket bound)
+        self.batches: dict[tuple[str, int], float] = {}
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            for w in self.workers:
+                self.sample(w)
+
+    def sample(self, w: Worker) -> None:
+        if not w.running:
+            return
+        try:
+            text = w.metrics_text()
+        except OSError:
+            return
+        consumed = 0.0
+        largest = 0.0
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                if s.name == "stream_events_consumed_total":
+                    consumed += s.value
+            if family.name == "stream_batch_size":
+                largest = _largest_observed(family.samples)
+        key = (w.name, w.starts)
+        self.samples.setdefault(key, []).append((time.monotonic(), consumed))
+        self.batches[key] = max(self.batches.get(key, 0.0), largest)
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(5)
+
+    def most_in(self, seconds: float, key: tuple[str, int] | None = None) -> float:
+        """Most records consumed within ``seconds`` by one process (or by ``key`` only,
+        in the ``seconds`` before its last sample)."""
+        best = 0.0
+        for k, points in self.samples.items():
+            if key is not None and k != key:
+                continue
+            if key is not None:
+                points = [(t, c) for t, c in points if t >= points[-1][0] - seconds - self.interval]
+                best = max(best, points[-1][1] - (points[0][1] if len(points) > 1 else 0.0))
+                continue
+            for i, (t0, c0) in enumerate(points):
+                for t1, c1 in points[i:]:
+                    if t1 - t0 > seconds + self.interval:
+                        break
+                    best = max(best, c1 - c0)
+        return best
+
+    def largest_batch(self, key: tuple[str, int] | None = None) -> float:
+        values = [v for k, v in self.batches.items() if key is None or k == key]
+        return max(values, default=0.0)
+
+
+def _largest_observed(samples: Sequence[Any]) -> float:
+    """The smallest histogram bucket bound that holds every observation (``+Inf`` -> 1e9)."""
+    buckets = sorted(
+        (float(s.value), float(s.labels["le"])) for s in samples if s.name.endswith("_bucket")
+    )
+    total = max((v for v, _ in buckets), default=0.0)
+    if total == 0:
+        return 0.0
+    bounds = sorted(le for v, le in buckets if v >= total)
+    return bounds[0] if bounds[0] != float("inf") else 1e9
+
+
+def replay_bound(sampler: RateSampler, commit_interval: float = 1.0) -> float:
+    """Two commit intervals plus one batch at the measured rate (README, "Bounded replay")."""
+    return sampler.most_in(2 * commit_interval) + sampler.largest_batch()
+
+
+def duplicates_by_partition(ledger: Ledger) -> dict[int, int]:
+    """Per input partition, the records that reached their output more than once."""
+    per: Counter[int] = Counter()
+    for (partition, _), extra in ledger.duplicates.items():
+        per[partition] += extra
+    return dict(per)
+
+
+# -- correlations --------------------------------------------------------------------------------
+
+
+def correlation_keys(records: Iterable[Record]) -> list[tuple[Any, ...]]:
+    """Each correlation record as a comparable tuple, sorted (one entry per copy)."""
+    out = []
+    for r in records:
+        body = _ID.decode(r.value or b"{}")
+        # the input partition, from the lineage header (topic/partition/first-last)
+        lineage = r.headers.get("stream.input", b"").decode()
+        out.append(
+            (
+                int(lineage.rsplit("/", 2)[-2]) if lineage else r.partition,
+                body.get("rule"),
+                tuple(sorted((body.get("group") or {}).items())),
+                body.get("window_start"),
+                body.get("window_end"),
+                body.get("count"),
+                body.get("value"),
+                tuple(body.get("sample_event_ids") or ()),
+                body.get("first_offset"),
+                body.get("last_offset"),
+            )
+        )
+    return sorted(out)
+
+
+def by_window(keys: Iterable[tuple[Any, ...]]) -> dict[tuple[Any, ...], set[tuple[Any, ...]]]:
+    """Correlations grouped by (partition, rule, group, window): at_least_once may repeat one."""
+    grouped: dict[tuple[Any, ...], set[tuple[Any, ...]]] = {}
+    for k in keys:
+        grouped.setdefault(k[:5], set()).add(k)
+    return grouped
+
+
+def reference_correlations(
+    records: Sequence[tuple[bytes | None, bytes | None]], positions: Sequence[Position]
+) -> list[tuple[Any, ...]]:
+    """What an uninterrupted run outputs to the correlations topic for these input records
+    at these (partition, offset) positions: the worker's chain in-process, each partition
+    in offset order, windows closed by event time only (no idle timeout)."""
+    from stream.testing import PipelineDriver
+
+    driver = PipelineDriver(tables={"service": {}})  # the reference topic stays empty
+    order = sorted(range(len(records)), key=lambda i: positions[i])
+    produced: list[Record] = []
+    for first in range(0, len(order), 2000):
+        for i in order[first : first + 2000]:
+            key, value = records[i]
+            driver.send(value, key=key, partition=positions[i][0])
+        for out in driver.run().correlations:
+            produced.append(Record(-1, -1, out.key, out.value, dict(out.headers)))
+    return correlation_keys(produced)
 
 
 # -- events ------------------------------------------------------------------------------------
