@@ -112,10 +112,16 @@ def test_rolling_files_are_atomic_and_a_killed_sink_restarts_without_duplicates(
     half = per_partition // 2
     fill(kafka_bootstrap, topic, 2, half)
 
+    killed = threading.Event()
+
     def trickle() -> None:
         """The rest arrives while the sink runs, so the kill lands mid-stream (on a fast
-        machine the sink used to finish all of a pre-filled topic before the kill)."""
+        machine the sink used to finish all of a pre-filled topic before the kill). The
+        last quarter waits for the kill: on a slow machine the sink used to need longer
+        to roll its files than the trickle took, and the input was complete first."""
         for start in range(half, per_partition, 250):
+            if start >= per_partition - per_partition // 4:
+                killed.wait(timeout=180)
             fill(kafka_bootstrap, topic, 2, start + 250, start)
             time.sleep(0.2)
 
@@ -139,6 +145,7 @@ def test_rolling_files_are_atomic_and_a_killed_sink_restarts_without_duplicates(
         sink.send_signal(signal.SIGKILL)
         sink.communicate()
     still_producing = producer.is_alive()
+    killed.set()
     producer.join(timeout=120)
     assert still_producing, "the input was complete before the kill: not a mid-stream kill"
     committed = committed_offsets(kafka_bootstrap, f"g-{topic}", topic)
