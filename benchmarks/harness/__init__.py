@@ -14,6 +14,7 @@ from benchmarks.harness.orchestrate import (
     BenchResult,
     run_bench,
     select_rows,
+    select_workloads,
 )
 from benchmarks.harness.report import render_notes, render_table
 from benchmarks.harness.rows import LATENCY_ROWS, ROW_NAMES, Row
@@ -30,4 +31,5 @@ __all__ = [
     "render_table",
     "run_bench",
     "select_rows",
+    "select_workloads",
 ]

@@ -136,6 +136,12 @@ class Cluster:
         """Records in ``topics`` (sum of end offsets; the bench topics are never truncated)."""
         return sum(sum(self.end_offsets(t).values()) for t in topics)
 
+    def count(self, topic: str) -> int:
+        """Records in ``topic`` as a ``read_committed`` consumer sees them: a transactional
+        producer's topics hold commit markers, which take offsets (``total`` counts them)
+        but are no records, and records of aborted transactions, which are not output."""
+        return sum(len(batch) for batch in self.batches(topic, timeout=600))
+
     def committed(self, group: str, topic: str) -> dict[int, int]:
         """The group's committed offset per partition (absent: nothing committed)."""
         return committed_offsets(self.conf, group, topic, range(self.partitions(topic)))

@@ -11,6 +11,7 @@ skew enters. Only events produced during the timed load are counted.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Final
@@ -25,6 +26,11 @@ from benchmarks.harness.rows import Latency
 from benchmarks.harness.systems import System, WorkerGroup
 
 WARMUP: Final = 1000
+#: The steady part of a latency run starts this long after its first event was produced.
+STEADY_AFTER_S: Final = 2.0
+#: The start-up breakdown covers the first seconds of load in 100 ms steps.
+START_S: Final = 3.0
+START_STEP_MS: Final = 100
 #: Extra time, beyond the load itself, for the last outputs to appear.
 DRAIN_S: Final = 60.0
 
@@ -76,6 +82,92 @@ def per_second(sent_ms: list[int], latencies: list[float]) -> list[dict[str, flo
     return timeline
 
 
+def steady_p99(
+    sent_ms: list[int], latencies: list[float], after_s: float = STEADY_AFTER_S
+) -> float | None:
+    """p99 of the events produced ``after_s`` seconds or more after the first one."""
+    if not sent_ms:
+        return None
+    cut = min(sent_ms) + after_s * 1000
+    steady = sorted(lat for sent, lat in zip(sent_ms, latencies, strict=True) if sent >= cut)
+    return percentile(steady, 99) if steady else None
+
+
+def start_breakdown(
+    sent_ms: list[int],
+    latencies: list[float],
+    seconds: float = START_S,
+    step_ms: int = START_STEP_MS,
+) -> list[dict[str, float]]:
+    """The first ``seconds`` of load in ``step_ms`` steps from the first event: how many
+    events were produced in each step (a burst shows as more than rate x step) and their
+    latency — what the start-up spike is made of."""
+    if not sent_ms:
+        return []
+    first = min(sent_ms)
+    buckets: dict[int, list[float]] = {}
+    for sent, latency in zip(sent_ms, latencies, strict=True):
+        step = (sent - first) // step_ms
+        if step * step_ms < seconds * 1000:
+            buckets.setdefault(step, []).append(latency)
+    out = []
+    for step in sorted(buckets):
+        ordered = sorted(buckets[step])
+        out.append(
+            {
+                "t": round(step * step_ms / 1000, 3),
+                "events": len(ordered),
+                "p50": percentile(ordered, 50),
+                "p99": percentile(ordered, 99),
+                "max": ordered[-1],
+            }
+        )
+    return out
+
+
+class StartWatcher(threading.Thread):
+    """What the system did in the first ``START_S`` seconds of load, every 100 ms: its
+    progress (a worker's consumed counter; a program's output records) and, for a
+    worker, its checkpoints, their time and its GC pauses (``/metrics``). Read beside
+    ``start_breakdown``: a stall shows as progress that stops while checkpoint or GC
+    seconds grow, a slow first fetch as progress that starts late."""
+
+    def __init__(self, system: System, seconds: float = START_S + 0.5) -> None:
+        super().__init__(daemon=True, name="latency-start-watcher")
+        self.system = system
+        self.seconds = seconds
+        self.samples: list[dict[str, float]] = []
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        started = time.monotonic()
+        while not self._stop_event.is_set() and time.monotonic() - started < self.seconds:
+            at = time.monotonic() - started
+            sample: dict[str, float] = {"t": round(at, 2)}
+            try:
+                if isinstance(self.system, WorkerGroup):
+                    metrics = [m for m in self.system._scrape() if m is not None]
+                    for name, key in (
+                        ("stream_events_consumed_total", "consumed"),
+                        ("stream_checkpoints_total", "checkpoints"),
+                        ("stream_checkpoint_duration_seconds_sum", "checkpoint_s"),
+                        ("stream_gc_pause_seconds_sum", "gc_s"),
+                    ):
+                        sample[key] = round(sum(m.total(name) for m in metrics), 4)
+                else:
+                    sample["outputs"] = self.system.outputs()
+            except Exception:  # a missed sample is no reason to fail the run
+                pass
+            else:
+                self.samples.append(sample)
+            self._stop_event.wait(max(0.0, 0.1 - (time.monotonic() - started - at)))
+
+    def stop(self) -> list[dict[str, float]]:
+        self._stop_event.set()
+        self.join(5)
+        return self.samples
+
+
 def planned_events(rate: float, seconds: float) -> int:
     return round(rate * seconds)
 
@@ -106,6 +198,8 @@ def measure_latency(
     input_start = cluster.end_offsets(topics.input)
     output_start = cluster.end_offsets(topics.enriched)
     console.say(f"{system.name}: offering {rate:,.0f} events/s for {seconds:g}s")
+    watcher = StartWatcher(system)
+    watcher.start()
     report = produce(
         cluster.bootstrap,
         topics.input,
@@ -117,6 +211,7 @@ def measure_latency(
     )
     if not report.ok:
         notes.append(f"load generator: {report.first_error or 'not every record acknowledged'}")
+    start_system = watcher.stop()
     drain_deadline = min(deadline, time.monotonic() + DRAIN_S)
     total = WARMUP + report.acknowledged
     wait_for(lambda: system.outputs() >= total, drain_deadline, "all outputs", system)
@@ -145,6 +240,8 @@ def measure_latency(
     if stamp_types - {TIMESTAMP_LOG_APPEND_TIME}:
         notes.append("output timestamps are not LogAppendTime: latency is not append time")
     timeline = per_second(sent_at, latencies)
+    steady = steady_p99(sent_at, latencies)
+    start = start_breakdown(sent_at, latencies)
     latencies.sort()
     expected = len(produced_at) if passthrough else report.acknowledged - report.invalid
     if len(latencies) != expected:
@@ -160,5 +257,8 @@ def measure_latency(
         p99_ms=percentile(latencies, 99),
         max_ms=latencies[-1] if latencies else float("nan"),
         timeline=timeline,
+        steady_p99_ms=steady,
+        start=start,
+        start_system=start_system,
     )
     return latency, notes

@@ -5,12 +5,19 @@ Order of events::
     broker (STREAM_BOOTSTRAP_SERVERS or a private local one)
     input topic <run>.events: --events generated records, --partitions partitions,
         plus the reference topic (and the same data as JSON for the peers)
+    for each workload (--workload: observability, then orders):
     for each row: fresh output topics and consumer group on the SAME input topic
         throughput: start, watch to the end, check outputs against the ground truth
         (kstreams: once with 1 and once with 2 stream threads, the better one reported)
         latency (stream, and peers that sustain the rate): fresh input topic,
             warm-up, offered load, match outputs to inputs
     delete the run's topics; write benchmarks/results/bench-<UTC>.json
+    (and, when latency was measured, bench-<UTC>-latency.png: ``latency_plot``)
+
+The orders workload (``benchmarks.harness.orders``) has its own input topic, customer
+table topic, an HTTP exchange-rate service served by this process and the orders
+pipeline file written per row; only the product's rows run it (ceiling, stream,
+stream-eos): the peers implement the observability pipeline only.
 
 Before the broker starts, every selected peer's environment is prepared
 (``benchmarks.peers.envs``: a virtual environment per Python peer, the Kafka
@@ -42,18 +49,33 @@ from benchmarks.harness.cluster import COMPACTED, Cluster, TopicSet
 from benchmarks.harness.console import Console
 from benchmarks.harness.latency import WARMUP, measure_latency, planned_events
 from benchmarks.harness.load import average_record_bytes, produce
+from benchmarks.harness.orders import (
+    FxService,
+    check_orders,
+    fx_service,
+    produce_orders,
+    seed_customers,
+    write_pipeline,
+)
 from benchmarks.harness.rows import (
     CEILING,
     FAILED,
     KSTREAMS,
     LATENCY_ROWS,
+    OBSERVABILITY,
+    ORDERS,
+    ORDERS_ROWS,
     PEER_ROWS,
     ROW_NAMES,
     SKIPPED,
     STREAM,
+    STREAM_EOS,
     STREAM_X2,
     TIMEOUT,
+    WORKER_ROWS,
+    WORKLOADS,
     Row,
+    row_label,
 )
 from benchmarks.harness.systems import (
     REPO,
@@ -101,6 +123,13 @@ class BenchOptions:
     keep_topics: bool = False
     #: The command line as typed, recorded in the document.
     command: str = ""
+    #: Workloads, in run order: ``observability`` (every row) and/or ``orders``.
+    workloads: tuple[str, ...] = (OBSERVABILITY,)
+    #: ``STREAM_COMMIT_INTERVAL`` of the ``stream-eos`` row (None: the worker's default):
+    #: each exactly-once checkpoint commits one transaction.
+    eos_commit_interval: float | None = None
+    #: Draw the latency timeline PNG next to the JSON (matplotlib, in a bench-only venv).
+    plot: bool = True
 
     def check(self) -> None:
         if self.events < 1:
@@ -115,10 +144,41 @@ class BenchOptions:
             raise ConfigError("--only/--skip", "no row left to run")
         if not 0 <= self.invalid_ratio < 1:
             raise ConfigError("--invalid-ratio", "must be in [0, 1)")
+        unknown = set(self.workloads) - set(WORKLOADS)
+        if unknown or not self.workloads:
+            raise ConfigError(
+                "--workload",
+                f"unknown workload {', '.join(sorted(unknown)) or '(none)'}; "
+                f"workloads: {', '.join(WORKLOADS)}",
+            )
+        if self.eos_commit_interval is not None and self.eos_commit_interval <= 0:
+            raise ConfigError("--eos-commit-interval", "must be positive")
 
     @property
     def measures_latency(self) -> bool:
         return self.latency_rate > 0 and self.latency_seconds > 0
+
+
+def select_workloads(text: str | None) -> tuple[str, ...]:
+    """``--workload``: ``observability``, ``orders``, or both (comma-separated, or ``all``)."""
+    if not text:
+        return (OBSERVABILITY,)
+    chosen = {n.strip() for n in text.split(",") if n.strip()}
+    if chosen == {"all"}:
+        return WORKLOADS
+    unknown = chosen - set(WORKLOADS)
+    if unknown:
+        raise ConfigError(
+            "--workload",
+            f"unknown workload {', '.join(sorted(unknown))}; "
+            f"workloads: {', '.join(WORKLOADS)}, all",
+        )
+    return tuple(w for w in WORKLOADS if w in chosen)
+
+
+def rows_of(workload: str, rows: tuple[str, ...]) -> tuple[str, ...]:
+    """The selected rows that run on ``workload``."""
+    return rows if workload == OBSERVABILITY else tuple(r for r in rows if r in ORDERS_ROWS)
 
 
 def select_rows(only: str | None, skip: str | None) -> tuple[str, ...]:
@@ -154,10 +214,17 @@ class Run:
     reference_json: Path = Path()
     #: Each selected peer's environment, or why it cannot run.
     peers: dict[str, envs.PeerEnv | envs.PeerUnavailable] = field(default_factory=dict)
+    #: The workload whose rows run now, and (orders) its exchange-rate service.
+    workload: str = OBSERVABILITY
+    fx: FxService | None = None
+
+    def slug(self, name: str) -> str:
+        """``name`` in topic names and file names: ``orders-stream`` for the orders row."""
+        return name if self.workload == OBSERVABILITY else f"{self.workload}-{name}"
 
     def topics(self, name: str, input_topic: str | None = None) -> TopicSet:
         return TopicSet(
-            prefix=f"{self.run_id}.{name}",
+            prefix=f"{self.run_id}.{self.slug(name)}",
             input=input_topic or self.input_topic,
             reference=self.reference_topic,
             partitions=self.options.partitions,
@@ -170,6 +237,8 @@ class BenchResult:
     #: Where the document was written.
     path: Path
     rows: list[Row]
+    #: Run-level remarks (rows a workload does not run).
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -183,13 +252,40 @@ def run_bench(options: BenchOptions, console: Console) -> BenchResult:
     load_before = report.load_average()
     run_dir = Path(tempfile.mkdtemp(prefix="stream-bench-"))
     peers = prepare_peers(options.rows, console)
+    plan = [(w, name) for w in options.workloads for name in rows_of(w, options.rows)]
+    notes: list[str] = []
+    if ORDERS in options.workloads:
+        left_out = [r for r in options.rows if r not in ORDERS_ROWS]
+        if left_out:
+            notes.append(
+                f"orders workload: {', '.join(left_out)} not run (the peers and stream-x2 "
+                "implement/measure the observability pipeline only)"
+            )
+    inputs: dict[str, dict[str, Any]] = {}
+    rows: list[Row] = []
     with broker_session(options.bootstrap, console.stream) as broker:
         check_broker(broker.bootstrap, timeout=10.0)
         cluster = Cluster(broker.bootstrap)
         run = Run(options, broker, cluster, console, run_dir, peers=peers)
         try:
-            input_facts = prepare_input(run)
-            rows = [run_row(run, name, i + 1) for i, name in enumerate(options.rows)]
+            for workload in options.workloads:
+                run.workload = workload
+                names = rows_of(workload, options.rows)
+                if not names:
+                    continue
+                if workload == OBSERVABILITY:
+                    inputs[workload] = prepare_input(run)
+                    rows += [
+                        run_row(run, n, plan.index((workload, n)) + 1, len(plan)) for n in names
+                    ]
+                    continue
+                with fx_service() as run.fx:
+                    inputs[workload] = prepare_orders_input(run)
+                    rows += [
+                        run_row(run, n, plan.index((workload, n)) + 1, len(plan)) for n in names
+                    ]
+                    inputs[workload]["fx_requests"] = dict(run.fx.asked)
+                run.fx = None
         finally:
             if not options.keep_topics:
                 cluster.delete_matching(run.run_id)
@@ -211,13 +307,23 @@ def run_bench(options: BenchOptions, console: Console) -> BenchResult:
             for k, v in asdict(options).items()
             if k not in ("command", "bootstrap", "results_dir")
         },
-        "input": input_facts,
+        "input": next(iter(inputs.values()), {}),
+        "inputs": inputs,
         "rows": [r.as_dict() for r in rows],
+        "comparisons": report.comparisons(rows),
+        "notes": notes,
         "ok": not failed,
         "logs": str(run_dir) if failed else None,
     }
     path = report.write_document(document, options.results_dir, started)
-    return BenchResult(document, path, rows)
+    if options.plot and any(r.latency is not None and r.latency.timeline for r in rows):
+        from benchmarks.harness.plot import write_latency_plot
+
+        picture = write_latency_plot(path, console)
+        if picture is not None:
+            document["latency_plot"] = str(picture)
+            path.write_text(json.dumps(document, indent=2) + "\n")
+    return BenchResult(document, path, rows, notes)
 
 
 def prepare_peers(
@@ -278,12 +384,44 @@ def prepare_input(run: Run) -> dict[str, Any]:
     }
 
 
-def run_row(run: Run, name: str, index: int) -> Row:
+def prepare_orders_input(run: Run) -> dict[str, Any]:
+    """The orders input topic, the customer table topic (seeded) and the orders."""
+    o, cluster = run.options, run.cluster
+    run.input_topic = f"{run.run_id}.orders"
+    run.reference_topic = f"{run.run_id}.customers"
+    cluster.create(
+        [TopicSpec(run.input_topic, o.partitions), TopicSpec(run.reference_topic, 1, COMPACTED)]
+    )
+    seed_customers(cluster.bootstrap, run.reference_topic)
+    run.console.say(
+        f"producing {o.events:,} orders to {run.input_topic} ({o.partitions} partitions)"
+    )
+    loaded = produce_orders(
+        cluster.bootstrap, run.input_topic, o.events, seed=o.seed, invalid_ratio=o.invalid_ratio
+    )
+    run.truth = GroundTruth(events=o.events, invalid=loaded.invalid)
+    return {
+        "workload": ORDERS,
+        "topic": run.input_topic,
+        "events": o.events,
+        "valid": run.truth.valid,
+        "invalid": run.truth.invalid,
+        "invalid_kinds": loaded.invalid_kinds,
+        "partitions": o.partitions,
+        "avg_record_bytes": round(loaded.avg_record_bytes),
+        "produced_events_per_s": round(loaded.produced_events_per_s),
+        "customers_topic": run.reference_topic,
+        "fx_url": run.fx.url if run.fx else None,
+    }
+
+
+def run_row(run: Run, name: str, index: int, total: int | None = None) -> Row:
     o = run.options
-    label = f"[{index}/{len(o.rows)}] {name}"
+    row_name = row_label(run.workload, name)
+    label = f"[{index}/{total or len(o.rows)}] {row_name}"
     env = run.peers.get(name)
     if isinstance(env, envs.PeerUnavailable):
-        row = Row(name, events=o.events)
+        row = Row(row_name, events=o.events, workload=run.workload)
         row.fail(SKIPPED if env.missing else FAILED, str(env))
         run.console.say(f"{label}: {row.status}")
         return row
@@ -300,15 +438,27 @@ def run_row(run: Run, name: str, index: int) -> Row:
         )
     else:
         run.console.say(f"{label}: {row.status}: {'; '.join(row.notes)}")
+    if name == STREAM_EOS:
+        row.detail["processing_guarantee"] = "exactly_once"
+        row.detail["commit_interval_s"] = o.eos_commit_interval or _default_commit_interval()
     if name in o.latency_rows and name in LATENCY_ROWS:
-        run_latency(run, row)
+        if run.workload != OBSERVABILITY:
+            row.latency_note = "not measured: latency runs use the observability workload"
+        else:
+            run_latency(run, row)
     return row
+
+
+def _default_commit_interval() -> float:
+    from stream.config import Settings
+
+    return float(Settings.model_fields["commit_interval"].default)
 
 
 def measure_throughput(run: Run, name: str, topics_name: str, threads: int = 1) -> Row:
     """One throughput measurement of system ``name`` on fresh output topics."""
     o = run.options
-    row = Row(name, events=o.events)
+    row = Row(row_label(run.workload, name), events=o.events, workload=run.workload)
     row.detail["load_average"] = {"start": report.load_average()}
     topics = run.topics(topics_name)
     run.cluster.create(topics.output_specs())
@@ -387,6 +537,7 @@ def make_system(
     after a JIT warm-up pass over the first records of the run's input (``warmup_input``,
     default the row's own input; at most ``KSTREAMS_WARMUP_MAX``)."""
     cluster, run_dir = run.cluster, run.run_dir
+    label = run.slug(name)
     if name == CEILING:
         args = [
             *("--bootstrap", cluster.bootstrap, "--input", topics.input),
@@ -394,7 +545,7 @@ def make_system(
             *("--expect", str(expect), "--timeout", f"{timeout:g}"),
         ]
         return ProgramSystem(
-            name,
+            label,
             topics,
             cluster,
             run_dir,
@@ -402,8 +553,27 @@ def make_system(
             args,
             output_topics=(topics.enriched,),
         )
-    if name in (STREAM, STREAM_X2):
-        return WorkerGroup(name, topics, cluster, run_dir, workers=2 if name == STREAM_X2 else 1)
+    if name in WORKER_ROWS:
+        config = None
+        if run.workload == ORDERS:
+            assert run.fx is not None, "the orders rows run inside the fx service"
+            config = write_pipeline(
+                run_dir / f"{topics.prefix}.yaml", topics, run.reference_topic, run.fx.url
+            )
+        settings: dict[str, str] = {}
+        if name == STREAM_EOS:
+            settings["STREAM_PROCESSING_GUARANTEE"] = "exactly_once"
+            if run.options.eos_commit_interval is not None:
+                settings["STREAM_COMMIT_INTERVAL"] = f"{run.options.eos_commit_interval:g}"
+        return WorkerGroup(
+            label,
+            topics,
+            cluster,
+            run_dir,
+            workers=2 if name == STREAM_X2 else 1,
+            config=config,
+            env=settings,
+        )
     env = run.peers.get(name)
     if not isinstance(env, envs.PeerEnv):
         raise RuntimeError(f"{name}: no environment prepared")
@@ -426,9 +596,21 @@ def make_system(
 def _checker(run: Run, name: str, topics: TopicSet) -> Callable[[Row], None]:
     if name == CEILING:
         return lambda row: check_copy(row, run.cluster, topics.enriched, run.truth)
-    return lambda row: check_pipeline(
-        row, run.cluster, topics, run.truth, allow_replays=name == STREAM_X2
-    )
+    truth, orders = run.truth, run.workload == ORDERS
+
+    def check(row: Row) -> None:
+        check_pipeline(
+            row,
+            run.cluster,
+            topics,
+            truth,
+            allow_replays=name == STREAM_X2,
+            transactional=name == STREAM_EOS,
+        )
+        if orders and row.ok:
+            check_orders(row, run.cluster, topics, truth.valid)
+
+    return check
 
 
 @contextmanager

@@ -18,7 +18,21 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness.rows import CEILING, FAUST, QUIX, Row
+from benchmarks.harness.rows import (
+    CEILING,
+    FAUST,
+    OBSERVABILITY,
+    ORDERS,
+    QUIX,
+    STREAM,
+    STREAM_EOS,
+    Row,
+    row_label,
+)
+
+#: Targets the comparisons are reported against (issues 12 and 16).
+ORDERS_TARGET_PERCENT = 75.0
+EOS_TARGET_PERCENT = 70.0
 
 SCHEMA_VERSION = 1
 
@@ -90,6 +104,7 @@ HEADER = (
     "x quix",
     "x faust",
     "% of ceiling",
+    "% of stream",
     "CPU s / M events",
     "peak RSS MB",
     "p50 ms",
@@ -97,10 +112,12 @@ HEADER = (
     "status",
     "client",
 )
-_RIGHT = frozenset(range(1, 9))
+_RIGHT = frozenset(range(1, 10))
 
 
 def render_table(rows: Sequence[Row]) -> str:
+    """One table; ``% of ceiling`` against the ceiling of the row's own workload (input),
+    ``% of stream`` against the observability ``stream`` row of the same run."""
     rates = {r.name: r.events_per_s for r in rows if r.ok and r.events_per_s}
     lines = [_cells(row, rates) for row in rows]
     widths = [max(len(h), *(len(c[i]) for c in lines)) for i, h in enumerate(HEADER)]
@@ -130,7 +147,8 @@ def _cells(row: Row, rates: Mapping[str, float]) -> list[str]:
         _number(rate),
         _ratio(rate, rates.get(QUIX)),
         _ratio(rate, rates.get(FAUST)),
-        _percent(rate, rates.get(CEILING)),
+        _percent(rate, rates.get(row_label(row.workload, CEILING))),
+        _percent(rate, rates.get(STREAM)) if row.system != CEILING else "—",
         _number(row.cpu_seconds_per_million if row.ok else None, 1),
         _number(row.peak_rss_mb if row.ok else None),
         _number(latency.p50_ms if latency else None, 1),
@@ -181,11 +199,68 @@ def render_notes(rows: Sequence[Row]) -> str:
             lines.append(
                 f"- {row.name} latency: {lat.matched:,} events matched at "
                 f"{lat.achieved_rate:,.0f}/s offered; p95 {lat.p95_ms:,.1f} ms, "
-                f"max {lat.max_ms:,.1f} ms"
-                + (
-                    f" (worst second: t={worst['t']:g}s, p99 {worst['p99']:,.0f} ms)"
-                    if (worst := lat.worst_second)
-                    else ""
-                )
+                f"max {lat.max_ms:,.1f} ms; {latency_summary(lat)}"
             )
+    lines += [f"- {c['text']}" for c in comparisons(rows)]
     return "\n".join(lines)
+
+
+def latency_summary(lat: Any) -> str:
+    """p99 over the whole run, over the steady part, and the worst second (by its p99)."""
+    worst = max(lat.timeline, key=lambda s: s["p99"]) if lat.timeline else None
+    steady = "—" if lat.steady_p99_ms is None else f"{lat.steady_p99_ms:,.0f} ms"
+    text = f"p99 whole run {lat.p99_ms:,.0f} ms, steady (after 2 s) {steady}"
+    if worst is not None:
+        text += f", worst second t={worst['t']:g}s (p99 {worst['p99']:,.0f} ms)"
+    return text
+
+
+def comparisons(rows: Sequence[Row]) -> list[dict[str, Any]]:
+    """The run's ratios against the observability ``stream`` row (same run only): the
+    orders workload (target >= 75%) and exactly-once (target >= 70%)."""
+    by_name = {r.name: r for r in rows}
+    base = by_name.get(STREAM)
+    out: list[dict[str, Any]] = []
+    if base is None or not base.ok or not base.events_per_s:
+        return out
+    for name, target in (
+        (row_label(ORDERS, STREAM), ORDERS_TARGET_PERCENT),
+        (STREAM_EOS, EOS_TARGET_PERCENT),
+        (row_label(ORDERS, STREAM_EOS), None),
+    ):
+        row = by_name.get(name)
+        if row is None or not row.ok or not row.events_per_s:
+            continue
+        percent = 100 * row.events_per_s / base.events_per_s
+        cpu, base_cpu = row.cpu_seconds_per_million, base.cpu_seconds_per_million
+        cpu_text = (
+            f"; CPU s/M {cpu:,.1f} vs {base_cpu:,.1f} ({100 * base_cpu / cpu:.0f}% by CPU)"
+            if cpu and base_cpu
+            else ""
+        )
+        by_cpu = 100 * base_cpu / cpu if cpu and base_cpu else None
+        if target is None:
+            target_text = ""
+        else:
+            # on a busy machine events/s swings with other load; CPU per event is steadier
+            verdicts = [f"by events/s {'met' if percent >= target else 'missed'}"]
+            if by_cpu is not None:
+                verdicts.append(f"by CPU {'met' if by_cpu >= target else 'missed'}")
+            target_text = f" (target >= {target:.0f}%: {', '.join(verdicts)})"
+        out.append(
+            {
+                "row": name,
+                "base": STREAM,
+                "workload": OBSERVABILITY if name == STREAM_EOS else ORDERS,
+                "percent_of_stream": round(percent, 1),
+                "percent_of_stream_by_cpu": (
+                    round(100 * base_cpu / cpu, 1) if cpu and base_cpu else None
+                ),
+                "target_percent": target,
+                "met": None if target is None else percent >= target,
+                "met_by_cpu": None if target is None or by_cpu is None else by_cpu >= target,
+                "text": f"{name}: {row.events_per_s:,.0f} events/s = {percent:.0f}% of the "
+                f"stream row's {base.events_per_s:,.0f}{target_text}{cpu_text}",
+            }
+        )
+    return out

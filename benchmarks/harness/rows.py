@@ -11,12 +11,15 @@ from typing import Any, Final
 
 CEILING: Final = "ceiling"
 STREAM: Final = "stream"
+STREAM_EOS: Final = "stream-eos"
 STREAM_X2: Final = "stream-x2"
 QUIX: Final = "quix"
 FAUST: Final = "faust-per-event"
 KSTREAMS: Final = "kstreams"
 #: Every row, in the order they run and are printed.
-ROW_NAMES: Final = (CEILING, STREAM, STREAM_X2, QUIX, FAUST, KSTREAMS)
+ROW_NAMES: Final = (CEILING, STREAM, STREAM_EOS, STREAM_X2, QUIX, FAUST, KSTREAMS)
+#: The worker's rows (``stream worker`` processes).
+WORKER_ROWS: Final = (STREAM, STREAM_EOS, STREAM_X2)
 #: Rows that can also measure latency at a fixed offered rate (the ceiling's is the floor:
 #: what client + broker alone add).
 LATENCY_ROWS: Final = (CEILING, STREAM, QUIX, FAUST, KSTREAMS)
@@ -26,12 +29,30 @@ PEER_ROWS: Final = (QUIX, FAUST, KSTREAMS)
 DESCRIPTIONS: Final = {
     CEILING: "consume + produce the same records, no processing (client + broker limit)",
     STREAM: "one `stream worker`: validate, enrich, correlate, DLQ, commits",
+    STREAM_EOS: "one `stream worker` with STREAM_PROCESSING_GUARANTEE=exactly_once "
+    "(outputs read back read_committed)",
     STREAM_X2: "two `stream worker` processes in one consumer group (group throughput)",
     QUIX: "the same pipeline in Quix Streams (benchmarks/peers/quix_pipeline.py)",
     FAUST: "the same pipeline as per-event Faust agents (benchmarks/peers/faust_per_event.py)",
     KSTREAMS: "the same pipeline in Kafka Streams (benchmarks/peers/kstreams), best of 1 and 2 "
     "stream threads",
 }
+
+#: Workloads (input shapes and pipelines): the bundled observability pipeline, on which
+#: every row runs, and the orders pipeline (``stream/pipelines/orders.yaml``: JSON Schema,
+#: a topic join, an HTTP join, a derived field, a hopping window), on which only the
+#: product's rows run (the peers implement the observability pipeline only).
+OBSERVABILITY: Final = "observability"
+ORDERS: Final = "orders"
+WORKLOADS: Final = (OBSERVABILITY, ORDERS)
+ORDERS_ROWS: Final = (CEILING, STREAM, STREAM_EOS)
+
+
+def row_label(workload: str, name: str) -> str:
+    """The row's name in the table and JSON: ``stream``, or ``orders/stream`` for the
+    orders workload (so ``stream plan`` keeps finding the observability ``stream`` row)."""
+    return name if workload == OBSERVABILITY else f"{workload}/{name}"
+
 
 OK: Final = "ok"
 FAILED: Final = "FAILED"
@@ -56,6 +77,14 @@ class Latency:
     #: Per second of the offered load (by produce time): events, p50, p99, max — tells a
     #: steady tail from one stall.
     timeline: list[dict[str, float]] = field(default_factory=list)
+    #: p99 over the events produced after the first ``STEADY_AFTER_S`` seconds of load.
+    steady_p99_ms: float | None = None
+    #: The first seconds in 100 ms steps (by produce time): events, p50, p99, max — what
+    #: the start-up spike is made of.
+    start: list[dict[str, float]] = field(default_factory=list)
+    #: The system during the same seconds, every 100 ms from the load generator's start
+    #: (``latency.StartWatcher``: progress, checkpoints, GC).
+    start_system: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def worst_second(self) -> dict[str, float] | None:
@@ -67,7 +96,10 @@ class Latency:
             "p95": round(self.p95_ms, 1),
             "p99": round(self.p99_ms, 1),
             "max": round(self.max_ms, 1),
+            "steady_p99": None if self.steady_p99_ms is None else round(self.steady_p99_ms, 1),
             "timeline": self.timeline,
+            "start": self.start,
+            "start_system": self.start_system,
             "matched": self.matched,
             "expected": self.expected,
             "sent": self.sent,
@@ -83,6 +115,8 @@ class Row:
     name: str
     events: int
     status: str = OK
+    #: ``observability`` or ``orders`` (``WORKLOADS``).
+    workload: str = OBSERVABILITY
     seconds: float | None = None
     events_per_s: float | None = None
     cpu_seconds_per_million: float | None = None
@@ -105,6 +139,11 @@ class Row:
     def ok(self) -> bool:
         return self.status == OK
 
+    @property
+    def system(self) -> str:
+        """The system the row ran (``stream`` for ``orders/stream``)."""
+        return self.name.rsplit("/", 1)[-1]
+
     def fail(self, status: str, reason: str) -> None:
         self.status = status
         self.notes.append(reason)
@@ -112,6 +151,7 @@ class Row:
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "workload": self.workload,
             "status": self.status,
             "ok": self.ok,
             "events": self.events,

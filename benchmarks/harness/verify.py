@@ -57,16 +57,26 @@ def check_copy(row: Row, cluster: Cluster, topic: str, truth: GroundTruth) -> No
 
 
 def check_pipeline(
-    row: Row, cluster: Cluster, topics: TopicSet, truth: GroundTruth, allow_replays: bool
+    row: Row,
+    cluster: Cluster,
+    topics: TopicSet,
+    truth: GroundTruth,
+    allow_replays: bool,
+    transactional: bool = False,
 ) -> None:
-    """Enriched == valid and input rejects == invalid (or, with ``allow_replays``, no loss)."""
-    enriched = cluster.total(topics.enriched)
+    """Enriched == valid and input rejects == invalid (or, with ``allow_replays``, no loss).
+
+    ``transactional``: the outputs were written in transactions (exactly_once), so records
+    are counted by reading them ``read_committed`` (commit markers take offsets; end
+    offsets would overcount), as a downstream consumer of such a pipeline reads them."""
+    count = cluster.count if transactional else cluster.total
+    enriched = count(topics.enriched)
     rejects, late = _count_dlq(cluster, topics.dlq)
     row.outputs = {
         "enriched": enriched,
         "dlq": rejects,
         "dlq_late": late,
-        "correlations": cluster.total(topics.correlations),
+        "correlations": count(topics.correlations),
     }
     row.expected_outputs = {"enriched": truth.valid, "dlq": truth.invalid}
     if enriched == truth.valid and rejects == truth.invalid:

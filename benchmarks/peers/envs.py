@@ -79,6 +79,9 @@ PYTHON_PEERS: Final = {
     ),
 }
 KSTREAMS: Final = "kstreams"
+#: Bench-only tools in their own virtual environment, built like a Python peer's: the
+#: latency plot (matplotlib stays out of the product's dependencies).
+TOOLS: Final = {"plot": PythonPeer("benchmarks.latency_plot", "plot", ("matplotlib",))}
 
 
 class PeerUnavailable(Exception):
@@ -156,7 +159,7 @@ def venv_dir(venv: str, home: Path | None = None) -> Path:
 def python_env(
     name: str, home: Path | None = None, say: Callable[[str], None] | None = None
 ) -> PeerEnv:
-    peer = PYTHON_PEERS[name]
+    peer = PYTHON_PEERS[name] if name in PYTHON_PEERS else TOOLS[name]
     target = venv_dir(peer.venv, home)
     python = target / "bin" / "python"
     requirements = peer.requirements.read_text()

@@ -18,6 +18,8 @@ Against one broker and the same pre-produced input, run in turn:
 
   ceiling          consume + produce the same records, no processing (client + broker limit)
   stream           one `stream worker`: validate, enrich, correlate, DLQ, commits
+  stream-eos       the same worker with STREAM_PROCESSING_GUARANTEE=exactly_once (outputs
+                   counted read_committed)
   stream-x2        two workers in one consumer group (group throughput, no loss)
   quix             the same pipeline in Quix Streams (benchmarks/peers/quix_pipeline.py)
   faust-per-event  the same pipeline as per-event Faust agents (benchmarks/peers/faust_per_event.py)
@@ -26,9 +28,11 @@ Against one broker and the same pre-produced input, run in turn:
 
 and report for each: events/s, CPU seconds per million events, peak RSS, and
 end-to-end latency p50/p99 (input produce time -> output append time) at a fixed
-offered rate. Every row's outputs are checked against the generator's ground
-truth (enriched + dead-lettered == input); a wrong count marks the row FAILED,
-a row past --timeout is killed and marked TIMEOUT.
+offered rate (a PNG of the per-second p99 next to the JSON when matplotlib is
+available, in a bench-only virtual environment otherwise). Every row's outputs
+are checked against the generator's ground truth (enriched + dead-lettered ==
+input); a wrong count marks the row FAILED, a row past --timeout is killed and
+marked TIMEOUT.
 
 Each peer runs in its own environment, built on first use and cached in
 $STREAM_HOME (default ./.stream): a virtual environment per Python peer, the
@@ -39,14 +43,22 @@ The broker is $STREAM_BOOTSTRAP_SERVERS (or --bootstrap-servers); without one a
 private local Kafka is started and stopped. Results: a table on the terminal and
 JSON in benchmarks/results/bench-<UTC>.json (`stream plan` reads the 'stream' row).
 
+Workloads (--workload): `observability` (the bundled pipeline; every row) and
+`orders` (stream/pipelines/orders.yaml: JSON Schema with a nested object and an
+array, a join on a customer topic the harness seeds, a join on an HTTP fx service
+the harness serves, a derived CEL field, a hopping window). The orders rows are
+named orders/ceiling, orders/stream, orders/stream-eos; the peers implement the
+observability pipeline only and do not run on orders.
+
 examples:
   stream bench                                   # 1M events, 8 partitions, 10-20 min
   stream bench --events 200000 --only stream,quix
   stream bench --skip faust-per-event --latency-rate 20000 --json
+  stream bench --events 200000 --workload observability,orders --only ceiling,stream,stream-eos
 """
 
 
-ROWS_HELP = "ceiling, stream, stream-x2, quix, faust-per-event, kstreams"
+ROWS_HELP = "ceiling, stream, stream-eos, stream-x2, quix, faust-per-event, kstreams"
 DEFAULT_LATENCY_ROWS = "ceiling,stream,quix,faust-per-event,kstreams"
 
 
@@ -81,6 +93,23 @@ def register(subparsers: Any) -> None:
         metavar="ROW,...",
         help="rows that also get a latency run; peers only if they sustain the rate "
         "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--workload",
+        metavar="NAME,...",
+        default="observability",
+        help="observability, orders, or both comma-separated (or 'all'); the orders "
+        "workload runs the ceiling, stream and stream-eos rows (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--eos-commit-interval",
+        type=float,
+        metavar="S",
+        help="STREAM_COMMIT_INTERVAL of the stream-eos row: one transaction per checkpoint "
+        "(default: the worker's, 1 s)",
+    )
+    parser.add_argument(
+        "--no-plot", action="store_true", help="do not draw the latency timeline PNG"
     )
     parser.add_argument("--only", metavar="ROW,...", help=f"run only these rows ({ROWS_HELP})")
     parser.add_argument("--skip", metavar="ROW,...", help="do not run these rows")
@@ -145,6 +174,7 @@ def run_bench_command(args: argparse.Namespace) -> int:
             render_table,
             run_bench,
             select_rows,
+            select_workloads,
         )
     except ModuleNotFoundError as exc:
         if exc.name is None or not exc.name.startswith("benchmarks"):
@@ -165,6 +195,9 @@ def run_bench_command(args: argparse.Namespace) -> int:
             seed=args.seed,
             keep_topics=args.keep_topics,
             command=shlex.join(["stream", *sys.argv[1:]]) if sys.argv else "stream bench",
+            workloads=select_workloads(args.workload),
+            eos_commit_interval=args.eos_commit_interval,
+            plot=not args.no_plot,
         )
         options.check()
     except ConfigError as exc:
@@ -182,6 +215,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
     print(f"\n{table}\n", file=out)
     if notes:
         print(notes, file=out)
+    for note in result.notes:
+        print(f"- {note}", file=out)
     print(f"\nresults: {result.path}", file=out)
     if args.json:
         print(json.dumps(result.document, indent=2))

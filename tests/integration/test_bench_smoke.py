@@ -1,5 +1,8 @@
 """``stream bench`` end to end on a small input: every row runs to completion and its
-outputs account for every input record; latency runs match every valid event.
+outputs account for every input record; latency runs match every valid event. Both
+workloads: the observability rows (peers included, and the exactly-once worker) and the
+orders rows (ceiling, stream, stream-eos on ``stream/pipelines/orders.yaml`` with the
+customer topic and the fx HTTP service the harness provides).
 
 The peers run from their own environments (virtual environments, the Kafka Streams jar),
 built once per machine into ``$STREAM_HOME``: the test passes the session's so that the
@@ -20,7 +23,8 @@ from benchmarks.peers import envs
 from stream.localbroker.paths import HOME_ENV, resolve_home
 
 EVENTS = 20_000
-ROWS = ["ceiling", "stream", "stream-x2", "quix", "faust-per-event", "kstreams"]
+ROWS = ["ceiling", "stream", "stream-eos", "stream-x2", "quix", "faust-per-event", "kstreams"]
+ORDERS_ROWS = ["orders/ceiling", "orders/stream", "orders/stream-eos"]
 
 pytestmark = pytest.mark.broker
 
@@ -38,6 +42,7 @@ def test_bench_smoke_every_row_correct(kafka_bootstrap: str, tmp_path: Path) -> 
         *("--latency-seconds", "3", "--latency-rate", "5000"),
         # the per-event Faust peer needs the most time to start and stop: no latency run
         *("--latency-rows", "ceiling,stream,quix,kstreams"),
+        *("--workload", "all", "--no-plot"),
         *("--timeout", "120", "--results-dir", str(tmp_path), "--json"),
     ]
     result = subprocess.run(
@@ -64,7 +69,8 @@ def test_bench_smoke_every_row_correct(kafka_bootstrap: str, tmp_path: Path) -> 
     assert source["invalid"] > 0
 
     rows = {row["name"]: row for row in document["rows"]}
-    assert list(rows) == ROWS
+    assert list(rows) == ROWS + ORDERS_ROWS
+    orders = {name: rows.pop(name) for name in ORDERS_ROWS}
     if kstreams == "skipped":  # no Java or Maven here: a skipped row, not a crash
         assert rows.pop("kstreams")["status"] == "skipped"
     for name, row in rows.items():
@@ -76,6 +82,27 @@ def test_bench_smoke_every_row_correct(kafka_bootstrap: str, tmp_path: Path) -> 
         outputs = rows[name]["outputs"]
         assert outputs["enriched"] == source["valid"], name
         assert outputs["dlq"] == source["invalid"], name
+    assert rows["stream-eos"]["detail"]["processing_guarantee"] == "exactly_once"
+
+    # orders: own input (kinds of invalid orders), joins served by the harness, every
+    # valid order enriched once with the right derived amount on a sample
+    truth = document["inputs"]["orders"]
+    assert truth["valid"] + truth["invalid"] == EVENTS and truth["invalid"] > 0
+    assert len(truth["invalid_kinds"]) == 8
+    assert 0 < sum(truth["fx_requests"].values()) <= 4 * 8 * 2  # cached per currency
+    assert orders["orders/ceiling"]["outputs"] == {"copied": EVENTS}
+    for name, row in orders.items():
+        assert (row["status"], row["workload"]) == ("ok", "orders"), (name, row)
+        assert row["events_per_s"] > 0 and row["cpu_seconds_per_million"] > 0, name
+        if name != "orders/ceiling":
+            assert row["outputs"]["enriched"] == truth["valid"], name
+            assert row["outputs"]["dlq"] == truth["invalid"], name
+            checked = row["detail"]["orders_checked"]
+            assert checked["distinct_enriched"] == truth["valid"], name
+            assert checked["sampled"] > 100 and checked["sample_errors"] == 0, name
+    compared = {c["row"]: c for c in document["comparisons"]}
+    assert {"orders/stream", "stream-eos"} <= set(compared)
+    assert "peers" in " ".join(document["notes"])
 
     # which client each row ran: the product's for ceiling and stream, the peers' own
     product = rows["stream"]["clients"]
@@ -102,6 +129,9 @@ def test_bench_smoke_every_row_correct(kafka_bootstrap: str, tmp_path: Path) -> 
 
     for name in ("ceiling", "stream", "quix"):
         latency = rows[name]["latency_ms"]
+        if name == "quix" and latency is None:  # on a busy machine Quix may fall below 1.2x
+            assert rows[name]["latency_note"].startswith("not measured: cannot sustain")
+            continue
         assert latency is not None, (name, rows[name]["latency_note"])
         assert latency["sent"] == 15_000
         assert latency["matched"] == latency["expected"] > 14_000, name

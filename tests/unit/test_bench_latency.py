@@ -30,3 +30,35 @@ def test_timeline_buckets_by_produce_second_and_finds_the_stall() -> None:
 
 def test_empty_timeline() -> None:
     assert per_second([], []) == []
+
+
+def test_steady_p99_leaves_out_the_first_two_seconds_and_start_shows_the_spike() -> None:
+    from benchmarks.harness.latency import start_breakdown, steady_p99
+
+    sent = [1_000 + i for i in range(0, 5_000, 10)]  # 500 events over 5 s
+    latencies = [400.0 if s < 1_100 else 20.0 for s in sent]  # the first 100 ms stall
+    assert steady_p99(sent, latencies) == 20.0
+    start = start_breakdown(sent, latencies)
+    assert start[0] == {"t": 0.0, "events": 10, "p50": 400.0, "p99": 400.0, "max": 400.0}
+    assert start[1]["p99"] == 20.0 and len(start) == 30
+    assert steady_p99([], []) is None and start_breakdown([], []) == []
+
+
+def test_latency_plot_is_drawn_from_a_results_document(tmp_path: object) -> None:
+    import json
+    from pathlib import Path
+
+    import pytest
+
+    pytest.importorskip("matplotlib")
+    from benchmarks.latency_plot import main
+
+    timeline = [{"t": t, "events": 10, "p50": 5.0, "p99": 9.0, "max": 9.0} for t in range(5)]
+    row = {
+        "name": "stream",
+        "latency_ms": {"p99": 9.0, "steady_p99": 9.0, "offered_rate": 10.0, "timeline": timeline},
+    }
+    results = Path(str(tmp_path)) / "bench-x.json"
+    results.write_text(json.dumps({"rows": [row, {"name": "quix", "latency_ms": None}]}))
+    assert main([str(results)]) == 0
+    assert (Path(str(tmp_path)) / "bench-x-latency.png").stat().st_size > 1000
