@@ -449,7 +449,7 @@ class Checkpointer:
         before = dict(committed)
         if not self._eos and self.failed is None:
             wait = self._flush_timeout if wait is None else wait
-            reclaim = self._reclaimable(orphans, committed, wait)
+            reclaim = self._reclaimable(orphans, committed, state_offsets, wait)
             if reclaim:
                 self._reclaim(reclaim, committed)
         self.committed.update(committed)
@@ -474,10 +474,16 @@ class Checkpointer:
         return committed
 
     def _reclaimable(
-        self, orphans: Mapping[int, _Orphan], committed: Mapping[int, int], wait: float
+        self,
+        orphans: Mapping[int, _Orphan],
+        committed: Mapping[int, int],
+        state_offsets: Mapping[int, int],
+        wait: float,
     ) -> dict[int, int]:
         """Per partition got back untouched, the offset of its newest sealed checkpoint
-        whose outputs (and every earlier checkpoint's) are acknowledged."""
+        whose outputs (and every earlier checkpoint's) are acknowledged — never past the
+        offset the restored window state reflects (another owner may have written the
+        changelog last), so the windows miss nothing."""
         candidates = {
             p: o for p, o in orphans.items() if o.sealed and committed.get(p) == o.committed
         }
@@ -491,8 +497,11 @@ class Checkpointer:
         reclaim: dict[int, int] = {}
         for p, orphan in candidates.items():
             acked = list(takewhile(lambda sealed: sealed[0].done, orphan.sealed))
-            if acked and acked[-1][1] > committed.get(p, -1):
-                reclaim[p] = acked[-1][1]
+            if not acked:
+                continue
+            offset = min(acked[-1][1], state_offsets.get(p, -1))
+            if offset > committed.get(p, -1):
+                reclaim[p] = offset
         return reclaim
 
     def _reclaim(self, reclaim: dict[int, int], committed: dict[int, int]) -> None:

@@ -463,7 +463,7 @@ def test_a_lost_partition_is_not_resumed_past_unacknowledged_outputs() -> None:
     cp.forget([0])
     ack_all(producer.epochs[0])
 
-    assert cp.resume([0], state_offsets={}, wait=1.0) == {0: 10}
+    assert cp.resume([0], state_offsets={0: 20}, wait=1.0) == {0: 10}
     assert consumer.committed == [{0: 10}]
     assert "poll" in producer.calls  # it waited for delivery reports first
 
@@ -477,7 +477,7 @@ def test_a_lost_partition_with_a_failed_delivery_poisons_instead_of_resuming() -
     producer.epochs[0].ack(KafkaError(KafkaError._MSG_TIMED_OUT), None)  # type: ignore[arg-type]
     ack_all(producer.epochs[0])
 
-    cp.resume([0], state_offsets={})
+    cp.resume([0], state_offsets={0: 10})
     assert consumer.committed == [] and cp.failed is not None
 
 
@@ -490,3 +490,22 @@ def test_exactly_once_never_resumes_but_measures_the_replay() -> None:
     assert consumer.committed == []
     count, total = replays()
     assert count - before[0] == 1 and total - before[1] == 30
+
+
+def test_a_lost_partition_is_not_resumed_past_its_restored_window_state() -> None:
+    # Another owner wrote the changelog last: the state reflects offset 8 only.
+    cp, consumer, producer, clock = make(pipelined=True)
+    consumer.group = {0: 5}
+    cp.committed = {0: 5}
+    seal(cp, producer, clock, {0: 10}, outputs=2)
+    cp.forget([0])
+    ack_all(producer.epochs[0])
+
+    assert cp.resume([0], state_offsets={0: 8}) == {0: 8}
+    assert consumer.committed == [{0: 8}]
+    cp2, consumer2, producer2, clock2 = make(pipelined=True)
+    seal(cp2, producer2, clock2, {0: 10}, outputs=2)
+    cp2.forget([0])
+    ack_all(producer2.epochs[0])
+    assert cp2.resume([0], state_offsets={}) == {}  # no state marker: replay instead
+    assert consumer2.committed == []
