@@ -168,6 +168,59 @@ class StartWatcher(threading.Thread):
         return self.samples
 
 
+class VisibilityWatcher(threading.Thread):
+    """A ``read_committed`` consumer of the enriched topic during the load: the wall-clock
+    time (ms) each event id first became visible to it. For an exactly-once system the
+    output's ``LogAppendTime`` is when the record was *written*; a read_committed reader
+    sees it only when its transaction commits, which is the latency its consumers get."""
+
+    def __init__(self, bootstrap: str, topic: str, start: dict[int, int]) -> None:
+        super().__init__(daemon=True, name="latency-visibility-watcher")
+        self.bootstrap, self.topic, self.start_offsets = bootstrap, topic, start
+        self.seen: dict[str, int] = {}
+        self._stop_event = threading.Event()
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        import uuid
+
+        from confluent_kafka import Consumer, TopicPartition
+
+        from stream.loadgen.broker import quiet_config
+
+        consumer = Consumer(
+            quiet_config(self.bootstrap)
+            | {
+                "group.id": f"bench-visibility-{uuid.uuid4().hex[:8]}",
+                "isolation.level": "read_committed",
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+                "fetch.wait.max.ms": 10,
+            }
+        )
+        consumer.assign([TopicPartition(self.topic, p, o) for p, o in self.start_offsets.items()])
+        self.ready.set()
+        seen = self.seen
+        try:
+            while not self._stop_event.is_set():
+                batch = consumer.consume(10_000, 0.02)
+                now = int(time.time() * 1000)
+                for m in batch:
+                    if m.error() is not None:
+                        continue
+                    try:
+                        seen.setdefault(_decode_id(m.value() or b"").event_id, now)
+                    except (msgspec.DecodeError, msgspec.ValidationError):
+                        continue
+        finally:
+            consumer.close()
+
+    def stop(self) -> dict[str, int]:
+        self._stop_event.set()
+        self.join(10)
+        return self.seen
+
+
 def planned_events(rate: float, seconds: float) -> int:
     return round(rate * seconds)
 
@@ -183,11 +236,14 @@ def measure_latency(
     deadline: float,
     console: Console,
     passthrough: bool = False,
+    visibility: bool = False,
 ) -> tuple[Latency, list[str]]:
     """Run the offered load through the already started ``system``; the latency and notes.
 
     ``passthrough``: the system copies every record (the ceiling), so every input with
-    an event id is expected out, not only the valid ones.
+    an event id is expected out, not only the valid ones. ``visibility``: the system
+    writes in transactions (exactly_once); each output's time is when a read_committed
+    consumer first received it (``VisibilityWatcher``), not its LogAppendTime.
     """
     notes: list[str] = []
     if isinstance(system, WorkerGroup):
@@ -198,6 +254,11 @@ def measure_latency(
     input_start = cluster.end_offsets(topics.input)
     output_start = cluster.end_offsets(topics.enriched)
     console.say(f"{system.name}: offering {rate:,.0f} events/s for {seconds:g}s")
+    visible: VisibilityWatcher | None = None
+    if visibility:
+        visible = VisibilityWatcher(cluster.bootstrap, topics.enriched, output_start)
+        visible.start()
+        visible.ready.wait(10)
     watcher = StartWatcher(system)
     watcher.start()
     report = produce(
@@ -215,6 +276,16 @@ def measure_latency(
     drain_deadline = min(deadline, time.monotonic() + DRAIN_S)
     total = WARMUP + report.acknowledged
     wait_for(lambda: system.outputs() >= total, drain_deadline, "all outputs", system)
+    visible_at: dict[str, int] | None = None
+    if visible is not None:
+        valid = report.acknowledged - report.invalid
+        wait_for(
+            lambda: len(visible.seen) >= valid,
+            drain_deadline,
+            "all outputs visible read_committed",
+            system,
+        )
+        visible_at = visible.stop()
 
     produced_at: dict[str, int] = {}
     for batch in cluster.batches(topics.input, input_start):
@@ -226,7 +297,16 @@ def measure_latency(
     latencies: list[float] = []
     sent_at: list[int] = []
     stamp_types: set[int] = set()
-    for batch in cluster.batches(topics.enriched, output_start):
+    if visible_at is not None:
+        for event_id, seen_ms in visible_at.items():
+            sent = produced_at.get(event_id)
+            if sent is not None:
+                latencies.append(float(seen_ms - sent))
+                sent_at.append(sent)
+        notes.append(
+            "latency to read_committed visibility (a consumer's receipt time), not LogAppendTime"
+        )
+    for batch in cluster.batches(topics.enriched, output_start) if visible_at is None else iter(()):
         for m in batch:
             try:
                 sent = produced_at.get(_decode_id(m.value() or b"").event_id)

@@ -661,6 +661,7 @@ def run_latency(run: Run, row: Row) -> None:
                 deadline,
                 run.console,
                 passthrough=row.name == CEILING,
+                visibility=row.name == STREAM_EOS,
             )
         except (TimeoutError, RuntimeError, TransientError) as exc:
             row.latency_note = f"latency run failed: {exc}"

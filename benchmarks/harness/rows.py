@@ -22,7 +22,7 @@ ROW_NAMES: Final = (CEILING, STREAM, STREAM_EOS, STREAM_X2, QUIX, FAUST, KSTREAM
 WORKER_ROWS: Final = (STREAM, STREAM_EOS, STREAM_X2)
 #: Rows that can also measure latency at a fixed offered rate (the ceiling's is the floor:
 #: what client + broker alone add).
-LATENCY_ROWS: Final = (CEILING, STREAM, QUIX, FAUST, KSTREAMS)
+LATENCY_ROWS: Final = (CEILING, STREAM, STREAM_EOS, QUIX, FAUST, KSTREAMS)
 #: Rows that run in their own environment (benchmarks/peers/envs.py), not the product's.
 PEER_ROWS: Final = (QUIX, FAUST, KSTREAMS)
 

@@ -91,8 +91,8 @@ def register(subparsers: Any) -> None:
         "--latency-rows",
         default=DEFAULT_LATENCY_ROWS,
         metavar="ROW,...",
-        help="rows that also get a latency run; peers only if they sustain the rate "
-        "(default: %(default)s)",
+        help="rows that also get a latency run; peers only if they sustain the rate; "
+        "stream-eos (opt-in) is timed to read_committed visibility (default: %(default)s)",
     )
     parser.add_argument(
         "--workload",
