@@ -20,7 +20,8 @@ plot environment ``<STREAM_HOME>/peer-venvs/plot`` that ``stream bench`` builds.
 
 Verdicts (:func:`verdicts`): RSS growth after the warm-up (the first 20% of the run)
 under ``--max-rss-growth-mb``; file descriptors and threads after the warm-up constant
-(a spread of at most 2 descriptors for broker connections coming and going); lag
+up to a spread of 2 (broker connections come and go; asyncio's default executor starts
+its threads on demand, one more the first time two calls overlap); lag
 bounded while loaded (below ``--max-lag``) and back to 0 at the end.
 """
 
@@ -284,7 +285,7 @@ def verdicts(result: SoakResult, *, max_rss_growth_mb: float, max_lag: float) ->
         f"file descriptors {min(fds)}..{max(fds)} after warm-up",
     )
     checks["threads"] = (
-        max(threads) == min(threads),
+        max(threads) - min(threads) <= 2,
         f"threads {min(threads)}..{max(threads)} after warm-up",
     )
     checks["lag bounded"] = (
