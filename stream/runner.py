@@ -199,6 +199,7 @@ class BatchRunner:
         metrics.events_rejected_total.labels(stage=CORRELATE, error_class="late")
         for stage in (VALIDATE, CORRELATE):
             metrics.dlq_records_total.labels(stage=stage)
+        metrics.events_dropped_total.labels(stage=ENRICH)
         for kind in ("assign", "revoke", "lost"):
             metrics.rebalances_total.labels(kind=kind)
 

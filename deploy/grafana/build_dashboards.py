@@ -429,6 +429,16 @@ DRILLDOWN = (
                 "stopped sending a field.",
             ),
             p(
+                "Records replayed per partition after a rebalance or restart (p99 since start)",
+                t(
+                    "histogram_quantile(0.99, sum by (le) "
+                    f"(stream_replayed_records_bucket{{{INSTANCE}}}))",
+                    "p99",
+                ),
+                description="at_least_once: records between the last commit and what the "
+                "previous owner had processed (a lower bound).",
+            ),
+            p(
                 "Valid events dropped by a join (missing: drop)",
                 t(
                     f"sum by (stage) (rate(stream_events_dropped_total{{{INSTANCE}}}[{RATE}]))",

@@ -182,6 +182,7 @@ def synthetic_series() -> list[dict[str, str]]:
     series += _histogram("stream_end_to_end_latency_seconds", w1, latency)
     series += _histogram("stream_event_time_lag_seconds", w1, ("0.1", "1", "5"))
     series += _histogram("stream_batch_size", w1, ("100", "1000", "10000"))
+    series += _histogram("stream_replayed_records", w1, ("0", "100", "1000"))
     series += _histogram("stream_checkpoint_duration_seconds", w1, latency)
     series += _histogram("stream_commit_duration_seconds", w1, latency)
     series += _histogram("stream_gc_pause_seconds", f'{w1},generation="2"', latency)
