@@ -90,7 +90,7 @@ from stream.kafka.producer import (
     TransactionAbortedError,
 )
 from stream.observability import metrics
-from stream.resilience.retry import RetryPolicy, next_delay, retry_call
+from stream.resilience.retry import RetryExhausted, RetryPolicy, next_delay, retry_call
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,10 @@ DEFERRAL_BACKOFF: Final = RetryPolicy(
     initial=0.5, multiplier=2.0, max_delay=10.0, max_attempts=1_000_000, total_timeout=None
 )
 #: In-place retries of a transaction commit (exactly_once).
+#: Short in total: the checkpoint holds the runner lock, and only consume() — which waits
+#: for it — lets the consumer rejoin its group; a deferred checkpoint is retried later.
 TRANSACTION_RETRY: Final = RetryPolicy(
-    initial=0.2, multiplier=2.0, max_delay=5.0, max_attempts=1_000, total_timeout=60.0
+    initial=0.2, multiplier=2.0, max_delay=2.0, max_attempts=1_000, total_timeout=10.0
 )
 #: librdkafka's own ``message.timeout.ms`` default: after that long a queued record fails.
 GIVE_UP_AFTER_S: Final = 300.0
@@ -397,11 +399,24 @@ class Checkpointer:
             raise _commit_error(failed[0].error)
 
     def _commit_transaction(self, offsets: list[TopicPartition]) -> None:
+        """Offsets into the transaction, then commit; retries running out defer the
+        checkpoint (TransientError) so the runner lock is released and consume() can
+        serve the group — the open transaction is committed by a later checkpoint."""
+        try:
+            self._commit_transaction_once(offsets)
+        except RetryExhausted as exc:
+            raise TransientError(str(exc)) from None
+
+    def _commit_transaction_once(self, offsets: list[TopicPartition]) -> None:
         producer = self._producer
         if offsets:
-            metadata = self._consumer.consumer_group_metadata()
+            # Fresh group metadata on every try: after the group rejoined (a broker outage
+            # longer than the session), the old generation is fenced for good.
+            consumer = self._consumer
             retry_call(
-                lambda: producer.send_offsets(offsets, metadata, self._flush_timeout),
+                lambda: producer.send_offsets(
+                    offsets, consumer.consumer_group_metadata(), self._flush_timeout
+                ),
                 policy=TRANSACTION_RETRY,
                 operation="send_offsets_to_transaction",
                 sleep=self._sleep,
