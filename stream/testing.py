@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from confluent_kafka import TIMESTAMP_CREATE_TIME, Message
@@ -82,6 +82,51 @@ class Outputs:
             *self.late,
             *(r for rs in self.extra.values() for r in rs),
         ]
+
+
+class _Record:
+    """An input record with the ``confluent_kafka.Message`` methods the chain reads
+    (the client's own Message cannot be built from Python before 2.13)."""
+
+    __slots__ = ("_headers", "_key", "_offset", "_partition", "_timestamp", "_topic", "_value")
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None,
+        timestamp_ms: int,
+    ) -> None:
+        self._topic, self._partition, self._offset = topic, partition, offset
+        self._key, self._value, self._headers = key, value, headers
+        self._timestamp = (TIMESTAMP_CREATE_TIME, timestamp_ms)
+
+    def topic(self) -> str:
+        return self._topic
+
+    def partition(self) -> int:
+        return self._partition
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def headers(self) -> list[tuple[str, bytes]] | None:
+        return self._headers
+
+    def timestamp(self) -> tuple[int, int]:
+        return self._timestamp
+
+    def error(self) -> None:
+        return None
 
 
 class _Capture:
@@ -174,17 +219,16 @@ class PipelineDriver:
         offset = self._next_offset.get(partition, 0)
         self._next_offset[partition] = offset + 1
         when = self.now_ms if timestamp_ms is None else timestamp_ms
-        self._pending.append(
-            Message(
-                topic=self.settings.topics.input,
-                partition=partition,
-                offset=offset,
-                key=key.encode() if isinstance(key, str) else key,
-                value=raw,
-                headers=list(headers) if headers else None,
-                timestamp=(TIMESTAMP_CREATE_TIME, when),
-            )
+        record = _Record(
+            self.settings.topics.input,
+            partition,
+            offset,
+            key.encode() if isinstance(key, str) else key,
+            raw,
+            list(headers) if headers else None,
+            when,
         )
+        self._pending.append(cast(Message, record))
 
     def send_many(self, values: Iterable[Any], **options: Any) -> None:
         for value in values:
