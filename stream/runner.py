@@ -156,6 +156,10 @@ class BatchRunner:
             ),
         ]
         self.last_poll = 0.0
+        #: Per partition, (offset after the last record, epoch) of the last batch fetched /
+        #: through ``finish``: they differ while records of it are in the chain (busy).
+        self._fetched: dict[int, tuple[int, int]] = {}
+        self._finished: dict[int, tuple[int, int]] = {}
         #: Set when a batch failed mid-way: from then on nothing is committed.
         self._failed: BaseException | None = None
         self.commits = Commits(
@@ -272,6 +276,7 @@ class BatchRunner:
         self._labels_consumed.inc(len(good))
         metrics.batch_size.observe(len(good))
         work = WorkBatch(batch.epoch, good, record_partitions(good), int(self._wall() * 1000))
+        self._fetched.update((p, (n, work.epoch)) for p, n in _next_offsets(work).items())
         self.ownership.check(work)
         return work
 
@@ -330,8 +335,10 @@ class BatchRunner:
         nexts = _next_offsets(work)
         self.checkpointer.record_progress(nexts, len(work.records))
         self.ownership.progressed(nexts)
+        self._finished.update((p, (n, work.epoch)) for p, n in nexts.items())
         self._producer.poll()
         now_s = self._wall()
+        self._stages.correlator.hold_idle(nexts, int(now_s * 1000))
         last_ts = work.records[-1].timestamp()[1]
         if last_ts > 0:
             metrics.end_to_end_latency_seconds.observe(max(now_s - last_ts / 1000.0, 0.0))
@@ -378,7 +385,9 @@ class BatchRunner:
         if self.failed is not None:
             raise FatalError(f"stopping after an earlier failure: {self.failed}")
         now_ms = int(self._wall() * 1000)
-        for partition, closed in self._stages.correlator.advance_idle_by_partition(now_ms).items():
+        busy = self.busy_partitions()
+        correlator = self._stages.correlator
+        for partition, closed in correlator.advance_idle_by_partition(now_ms, busy).items():
             self.router.correlations(closed, partition)
         if checkpoint:
             self.maybe_checkpoint()
@@ -392,6 +401,23 @@ class BatchRunner:
             self._enrich.sample,
         )
         self._enrich.sample = []
+
+    def busy_partitions(self) -> set[int]:
+        """Owned partitions that must not count as idle: records of them fetched and not
+        through the chain yet (the idle clock restarts when the last one is), or all of
+        them while the input is paused (what waits in Kafka is unknown).
+
+        Batches fetched before a partition was (re)assigned or rewound are dropped in
+        the chain and no longer count.
+        """
+        owned = self.ownership.assigned
+        if self.flow.paused:
+            return set(owned)
+        fetched, finished = self._fetched, self._finished
+        for stale in [p for p, (_, epoch) in fetched.items() if epoch < owned.get(p, epoch + 1)]:
+            del fetched[stale]
+            finished.pop(stale, None)
+        return {p for p, last in fetched.items() if finished.get(p) != last}
 
     def checkpoint_due(self) -> bool:
         return self.failed is None and self.checkpointer.due()

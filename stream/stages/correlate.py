@@ -1,7 +1,8 @@
 """Correlate stage: windowed rules over event time, with exact, restorable state.
 
 The runner calls :meth:`Correlator.process` once per batch and partition,
-:meth:`Correlator.advance_idle` about every second, :meth:`Correlator.drain_changes`
+:meth:`Correlator.advance_idle` about every second (naming the partitions with
+records still on their way: those are not idle), :meth:`Correlator.drain_changes`
 at each checkpoint (the entries go to the compacted changelog topic, changelog
 partition == input partition) and :meth:`Correlator.restore` on assignment.
 Semantics follow Kafka Streams (event-time windows, per-partition watermark =
@@ -23,7 +24,7 @@ rule an event was late for.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, Literal, NamedTuple
 
 from stream.errors import ConfigError
@@ -188,19 +189,35 @@ class Correlator:
             for i in late
         ]
 
-    def advance_idle(self, now_ms: int) -> list[Correlation]:
-        """Let idle partitions' watermarks follow the wall clock; returns what that closed."""
-        return [c for closed in self.advance_idle_by_partition(now_ms).values() for c in closed]
+    def advance_idle(self, now_ms: int, busy: Collection[int] = ()) -> list[Correlation]:
+        """Let idle partitions' watermarks follow the wall clock; returns what that closed.
 
-    def advance_idle_by_partition(self, now_ms: int) -> dict[int, list[Correlation]]:
+        ``busy``: partitions with records on their way to this stage (fetched, still
+        queued between agents). They are not idle whatever the age of their last
+        batch; their idle clock restarts now (see :mod:`stream.windows.clock`).
+        """
+        closed = self.advance_idle_by_partition(now_ms, busy)
+        return [c for records in closed.values() for c in records]
+
+    def advance_idle_by_partition(
+        self, now_ms: int, busy: Collection[int] = ()
+    ) -> dict[int, list[Correlation]]:
         """:meth:`advance_idle`, with the records grouped by the partition they belong to."""
         closed: dict[int, list[Correlation]] = {}
         for partition, state in self._partitions.items():
             out: list[Correlation] = []
-            state.advance_idle(now_ms, self._idle_timeout, out)
+            state.advance_idle(now_ms, self._idle_timeout, out, partition in busy)
             if out:
                 closed[partition] = out
         return closed
+
+    def hold_idle(self, partitions: Iterable[int], now_ms: int) -> None:
+        """Restart the idle clock of ``partitions`` at ``now_ms`` (their last in-flight
+        batch was just processed: idleness counts from here, not from its fetch)."""
+        for partition in partitions:
+            state = self._partitions.get(partition)
+            if state is not None:
+                state.clock.hold(now_ms)
 
     def drain_changes(self, partition: int) -> list[tuple[bytes, bytes | None]]:
         """Changelog entries changed since the last call: one per key, ``None`` = tombstone."""

@@ -12,6 +12,15 @@ watermark at its last event + wall time elapsed since then). After a restore
 the wall time of the last event is unknown — the worker may have been down
 while events piled up in Kafka — so the idle clock restarts at the first call.
 
+"Idle" means nothing of the partition is on its way to the stage, not merely
+that its last processed batch is old: a worker may hold seconds of fetched
+batches between its agents, and a partition whose later batches are still
+queued is busy, not idle (closing its windows by the wall clock would make the
+queued events late). Whoever knows what is in flight says so with
+:meth:`PartitionClock.hold` (the runner, for every partition it fetched records
+of that the stage has not seen yet); the idle clock then restarts from the last
+hold, i.e. from when the partition's last in-flight batch was processed.
+
 The watermark moves per event, so whether an event is late depends on the
 events before it in the same batch. :class:`Batch` answers "watermark at
 position i" from a prefix maximum computed (in C, by ``itertools.accumulate``)
@@ -51,9 +60,18 @@ class PartitionClock:
         if candidate > self.watermark:
             self.watermark = candidate
         self.idle_base = self.watermark
-        self.last_wall = now_ms
+        self.hold(now_ms)
         self.seq += count
         return self.watermark
+
+    def hold(self, now_ms: int) -> None:
+        """Not idle at ``now_ms``: restart the idle clock there (it never goes back).
+
+        ``observe`` gets the wall time its batch was *fetched*; a batch that waited
+        in the worker must not wind back a clock a later hold already moved on.
+        """
+        if self.last_wall is None or now_ms > self.last_wall:
+            self.last_wall = now_ms
 
     def advance_idle(self, now_ms: int, idle_timeout_ms: int) -> bool:
         """Move the watermark with the wall clock if idle long enough. True if it moved."""

@@ -115,7 +115,14 @@ class PartitionState:
             late = sorted({i for positions in late_sets for i in positions})
         return BatchOutcome(out, late, late_per_rule, refused_per_rule, late_by_rule)
 
-    def advance_idle(self, now_ms: int, idle_timeout_ms: int, out: list[Correlation]) -> None:
+    def advance_idle(
+        self, now_ms: int, idle_timeout_ms: int, out: list[Correlation], busy: bool = False
+    ) -> None:
+        """Close what the wall clock closes if idle; a ``busy`` partition only restarts its
+        idle clock (records of it are on their way to the stage)."""
+        if busy:
+            self.clock.hold(now_ms)
+            return
         if self.clock.advance_idle(now_ms, idle_timeout_ms):
             self._clock_dirty = True
             for store in self._stores:
