@@ -47,9 +47,13 @@ from tests.support.pipeline import REPO, PipelineTopics, WorkerProcess
 
 #: The soak pipeline: the bundled schema and enrichment, one rule grouping by the growing
 #: key. It never fires (the threshold is out of reach): it exists to hold window state.
+#: The idle timeout is short (5 s, as in the demo pipeline) on purpose: batches queue
+#: inside the worker for seconds under load, and those partitions must not count as idle
+#: (events are written in time order per partition, so any late event is that bug).
 PIPELINE = """\
 correlate:
   max_keys: {max_keys}
+  idle_timeout_ms: {idle_timeout_ms}
   late_policy: drop
 rules:
   - name: per-entity
@@ -85,6 +89,9 @@ class SoakResult:
     keys: int
     max_keys: int
     capacity: float | None
+    idle_timeout_ms: int = 5_000
+    #: 1-minute load average of the machine when the load started and when it stopped.
+    load_avg: tuple[float, float] | None = None
     samples: list[SoakSample] = field(default_factory=list)
     drained_s: float | None = None
     checks: dict[str, tuple[bool, str]] = field(default_factory=dict)
@@ -205,6 +212,7 @@ def run_soak(
     keys: int,
     max_keys: int,
     sample_every: float,
+    idle_timeout_ms: int = 5_000,
     drain_timeout: float = 120.0,
     say: object = print,
 ) -> SoakResult:
@@ -215,14 +223,16 @@ def run_soak(
         rate = max(1000, int(capacity / 2))
         say(f"measured capacity {capacity:,.0f} events/s: soaking at {rate:,}/s")  # type: ignore[operator]
     pipeline = home / "soak-pipeline.yaml"
-    pipeline.write_text(PIPELINE.format(max_keys=max_keys))
+    pipeline.write_text(PIPELINE.format(max_keys=max_keys, idle_timeout_ms=idle_timeout_ms))
     topics = PipelineTopics(bootstrap, partitions=PARTITIONS).create()
-    result = SoakResult(rate, seconds, keys, max_keys, capacity)
+    result = SoakResult(rate, seconds, keys, max_keys, capacity, idle_timeout_ms)
+    load_start = 0.0
     worker = WorkerProcess(topics, home, args=["--config", str(pipeline)])
     try:
         worker.wait_ready(timeout=90)
         load = Load(bootstrap, topics.input, rate, seconds, keys)
         started = time.monotonic()
+        load_start = os.getloadavg()[0]
         load.start()
         next_sample = started
         drained_at = None
@@ -251,6 +261,8 @@ def run_soak(
                 )
             )
             loaded = now - started < seconds
+            if not loaded and result.load_avg is None:
+                result.load_avg = (load_start, os.getloadavg()[0])
             if not loaded and load.produced and lag == 0 and drained_at is None:
                 drained_at = now
                 result.drained_s = round(now - started - seconds, 1)
@@ -298,6 +310,12 @@ def verdicts(result: SoakResult, *, max_rss_growth_mb: float, max_lag: float) ->
         if result.drained_s is not None
         else "lag never returned to 0",
     )
+    late = max((s.late for s in result.samples), default=0.0)
+    checks["no late events"] = (
+        late == 0,
+        f"{late:,.0f} events late (idle timeout {result.idle_timeout_ms:,} ms; the input is "
+        "in time order per partition, so windows closed under queued events if not 0)",
+    )
 
 
 def ascii_chart(values: list[float], width: int = 60, height: int = 8, label: str = "") -> str:
@@ -333,7 +351,12 @@ def summary(result: SoakResult) -> str:
         f"{max((x.distinct_keys for x in s), default=0):,} (max_keys {result.max_keys:,}); "
         f"live window keys peak {max((x.state_keys for x in s), default=0):,.0f}, cap hits "
         f"{max((x.cap_hits for x in s), default=0):,.0f}, late (per rule) "
-        f"{max((x.late for x in s), default=0):,.0f}",
+        f"{max((x.late for x in s), default=0):,.0f}; idle timeout {result.idle_timeout_ms:,} ms"
+        + (
+            f"; load average {result.load_avg[0]:.1f} -> {result.load_avg[1]:.1f}"
+            if result.load_avg
+            else ""
+        ),
         ascii_chart([x.rss_mb for x in s], label="RSS MB over time"),
         ascii_chart([x.lag for x in s], label="lag (records) over time"),
     ]
@@ -401,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, default=1_000_000, help="distinct keys at the end")
     parser.add_argument("--max-keys", type=int, default=200_000, help="correlate.max_keys")
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between samples")
+    parser.add_argument(
+        "--idle-timeout-ms", type=int, default=5_000, help="correlate.idle_timeout_ms"
+    )
     parser.add_argument("--max-rss-growth-mb", type=float, default=100.0)
     parser.add_argument("--max-lag", type=float, default=None, help="default: 10 s of input")
     parser.add_argument("--out", type=Path, default=None)
@@ -421,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
         keys=args.keys,
         max_keys=args.max_keys,
         sample_every=args.sample,
+        idle_timeout_ms=args.idle_timeout_ms,
     )
     verdicts(
         result,
