@@ -7,10 +7,10 @@ as a user runs it, with everything it needs served by the harness.
 * **Customer table**: the compacted ``<run>.customers`` topic, seeded here
   (``customer_table``: segment and country per customer; ~1% of orders come from
   customers it does not know, joined as null).
-* **Exchange rates**: an HTTP service in this process (``FxService``, a
-  ``ThreadingHTTPServer`` on a free local port) answering ``/rates/{currency}`` with
-  ``stream.loadgen.orders.FX_RATES``; the worker caches each answer for 60 s, so it is
-  asked about once per currency and partition assignment.
+* **Exchange rates**: an HTTP service in this process (``FxService`` of
+  :mod:`benchmarks.harness.fx`, shared with the orders integration test) answering
+  ``/rates/{currency}`` with ``stream.loadgen.orders.FX_RATES``; the worker caches each
+  answer for 60 s, so it is asked about once per currency and partition assignment.
 * **Pipeline file**: ``orders.yaml`` rewritten into the run directory with this run's
   topic names and the service's URL (``write_pipeline``).
 
@@ -22,14 +22,9 @@ what the generator's ground truth implies.
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Final
 
@@ -39,6 +34,7 @@ import yaml
 from confluent_kafka import Producer
 
 from benchmarks.harness.cluster import Cluster, TopicSet
+from benchmarks.harness.fx import FxService, fx_service
 from benchmarks.harness.rows import FAILED, Row
 from stream.loadgen.broker import quiet_config
 from stream.loadgen.orders import (
@@ -55,54 +51,18 @@ CUSTOMERS: Final = 1_000
 SAMPLE: Final = 2_000
 ORDERS_PIPELINE: Final = PIPELINES_DIR / "orders.yaml"
 
-
-class FxService:
-    """Exchange rates over HTTP on 127.0.0.1 (a free port), as the orders pipeline asks."""
-
-    def __init__(self, rates: dict[str, float] | None = None) -> None:
-        self.rates = dict(FX_RATES if rates is None else rates)
-        self.asked: Counter[str] = Counter()
-        service = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                currency = self.path.rsplit("/", 1)[-1]
-                service.asked[currency] += 1
-                rate = service.rates.get(currency)
-                body = b"{}" if rate is None else json.dumps({"rate": rate}).encode()
-                self.send_response(404 if rate is None else 200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        """The pipeline's ``http.url`` template."""
-        return f"http://127.0.0.1:{self._server.server_address[1]}/rates/{{currency}}"
-
-    def start(self) -> FxService:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
-@contextmanager
-def fx_service() -> Iterator[FxService]:
-    service = FxService().start()
-    try:
-        yield service
-    finally:
-        service.stop()
+__all__ = [
+    "CUSTOMERS",
+    "ORDERS_PIPELINE",
+    "SAMPLE",
+    "FxService",
+    "OrdersInput",
+    "check_orders",
+    "fx_service",
+    "produce_orders",
+    "seed_customers",
+    "write_pipeline",
+]
 
 
 def write_pipeline(path: Path, topics: TopicSet, customers_topic: str, fx_url: str) -> Path:

@@ -12,11 +12,8 @@ equal a brute-force computation over the same orders.
 from __future__ import annotations
 
 import collections
-import json
 import random
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +22,7 @@ import pytest
 import yaml
 from confluent_kafka import Producer
 
+from benchmarks.harness.fx import fx_service as serve_fx
 from stream.kafka import headers as h
 from stream.pipelines import PIPELINES_DIR
 from tests.support.pipeline import (
@@ -47,28 +45,9 @@ CUSTOMERS = {f"c{i}": {"segment": "gold" if i % 2 else "basic", "country": "DE"}
 
 @pytest.fixture
 def fx_service() -> Iterator[tuple[str, collections.Counter[str]]]:
-    asked: collections.Counter[str] = collections.Counter()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            currency = self.path.rsplit("/", 1)[-1]
-            asked[currency] += 1
-            rate = RATES.get(currency)
-            body = b"{}" if rate is None else json.dumps({"rate": rate}).encode()
-            self.send_response(404 if rate is None else 200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/rates/{{currency}}", asked
-    server.shutdown()
+    """The benchmark's exchange-rate service with this test's rates (CHF unknown: 404)."""
+    with serve_fx(RATES) as service:
+        yield service.url, service.asked
 
 
 def iso(ms: int) -> str:
