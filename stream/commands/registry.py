@@ -9,26 +9,29 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from collections.abc import Callable
-from functools import wraps
 
-from stream.errors import StreamError
+from stream.localjvm.cli import (
+    NOT_RUNNING_EXIT,
+    lifecycle_actions,
+    one_line_errors,
+    service_parser,
+)
 
 URL_ENV = "STREAM_SCHEMA_REGISTRY_URL"
-_NOT_RUNNING_EXIT = 3
+_friendly = one_line_errors("stream registry")
 
 _DESCRIPTION = """\
 Run a real schema registry on this machine, no Docker needed: Apicurio Registry
 {version} with its Confluent-compatible API at http://127.0.0.1:PORT/apis/ccompat/v7
 (what confluent-kafka's schema-registry client and serializers speak), its management
 interface on 127.0.0.1:PORT+1, global compatibility BACKWARD, storage in memory (a
-restart starts empty).
+restart starts empty) or, with `start --persistent`, in an H2 database file under
+registry-PORT/storage/ (a restart serves the same schemas under the same ids).
 
 The first start fetches the distribution (~158 MB) from Maven Central with Maven into
 $STREAM_HOME/apicurio-registry-{version}/ (default ./.stream); it runs on Java 21+,
 looked for in $STREAM_REGISTRY_JAVA_HOME, $JAVA_HOME, PATH and /usr/lib/jvm.
-registry-PORT/ holds the pid file and registry.log.
+registry-PORT/ holds the pid file, registry.json and registry.log.
 
 If STREAM_SCHEMA_REGISTRY_URL is set, everything uses that registry instead and
 `start` starts nothing."""
@@ -37,76 +40,35 @@ If STREAM_SCHEMA_REGISTRY_URL is set, everything uses that registry instead and
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from stream.registry.dist import REGISTRY_VERSION
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--port",
-        type=int,
-        default=8081,
-        help="API port; the management interface uses PORT+1 (default 8081)",
-    )
-    common.add_argument(
-        "--home",
-        metavar="DIR",
-        help="state directory for the distribution and the pid/log files "
-        "(default: $STREAM_HOME or ./.stream)",
-    )
-    parser = sub.add_parser(
+    actions, common = service_parser(
+        sub,
         "registry",
         help="start, stop or inspect a local schema registry (Confluent-compatible API)",
         description=_DESCRIPTION.format(version=REGISTRY_VERSION),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        default_port=8081,
+        port_help="API port; the management interface uses PORT+1 (default 8081)",
+        home_help="state directory for the distribution and the pid/log files "
+        "(default: $STREAM_HOME or ./.stream)",
     )
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    start = actions.add_parser(
-        "start",
-        parents=[common],
-        help="start the registry (does nothing if it already runs)",
-        description="Start the local registry in the background and wait until its API "
-        "answers. Idempotent: if it already runs, report it and return.",
+    start, stop, status = lifecycle_actions(
+        actions,
+        common,
+        noun="registry",
+        ready="its API answers",
+        status_description="Show the local registry's state, URL, pid, storage and files, "
+        "and whether STREAM_SCHEMA_REGISTRY_URL (if set) answers. Exit code 0 if the registry "
+        "the project uses answers, 3 if not.",
     )
     start.add_argument(
-        "--timeout", type=float, default=90.0, help="seconds to wait for it (default 90)"
+        "--persistent",
+        action="store_true",
+        help="keep schemas in an H2 database file in registry-PORT/storage/ instead of in "
+        "memory, so a restart (with --persistent again) serves the same schemas and ids",
     )
     start.set_defaults(func=_run_start)
-
-    stop = actions.add_parser(
-        "stop",
-        parents=[common],
-        help="stop the registry (no error if it is not running)",
-        description="Stop the local registry: SIGTERM, SIGKILL after --timeout.",
-    )
-    stop.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds before SIGKILL (default 30)"
-    )
     stop.set_defaults(func=_run_stop)
-
-    status = actions.add_parser(
-        "status",
-        parents=[common],
-        help="show whether the registry runs (exit code 0 if it does, 3 if not)",
-        description="Show the local registry's state, URL, pid and files, and whether "
-        "STREAM_SCHEMA_REGISTRY_URL (if set) answers. Exit code 0 if the registry the "
-        "project uses answers, 3 if not.",
-    )
     status.set_defaults(func=_run_status)
-
-
-def _friendly(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Errors become a readable message on stderr and exit code 1, not a traceback."""
-
-    @wraps(func)
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except StreamError as exc:
-            print(f"stream registry {args.action}: error: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print(f"stream registry {args.action}: interrupted", file=sys.stderr)
-            return 130
-
-    return wrapper
 
 
 @_friendly
@@ -121,10 +83,11 @@ def _run_start(args: argparse.Namespace) -> int:
     from stream import registry
 
     before = registry.status(args.port, args.home)
-    url = registry.start(args.port, args.home, timeout=args.timeout)
+    url = registry.start(args.port, args.home, timeout=args.timeout, persistent=args.persistent)
     after = registry.status(args.port, args.home)
     state = "already running" if before.running else "started"
     print(f"Apicurio Registry {after.version} {state} at {url} (pid {after.pid})")
+    print(f"  storage:  {after.storage}")
     print(f"  logs:     {after.data_dir / 'registry.log'}")
     print(f"  use it:   export {URL_ENV}={url}")
     print(f"  stop it:  stream registry stop --port {args.port}")
@@ -153,11 +116,12 @@ def _run_status(args: argparse.Namespace) -> int:
         print(f"pid:       {state.pid}")
     print(f"url:       {state.url}")
     print(f"version:   Apicurio Registry {state.version}")
+    print(f"storage:   {state.storage}")
     print(f"files:     {state.data_dir}")
     if state.external is None:
-        return 0 if state.running else _NOT_RUNNING_EXIT
+        return 0 if state.running else NOT_RUNNING_EXIT
     answer = (
         "answers" if state.external_error is None else f"does not answer ({state.external_error})"
     )
     print(f"external:  {URL_ENV}={state.external} {answer}; the project uses that registry")
-    return 0 if state.external_error is None else _NOT_RUNNING_EXIT
+    return 0 if state.external_error is None else NOT_RUNNING_EXIT

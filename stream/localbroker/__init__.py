@@ -39,8 +39,8 @@ from stream.localbroker.errors import (
 )
 from stream.localbroker.jars import KAFKA_VERSION, ensure_server_jars, find_java
 from stream.localbroker.paths import HOME_ENV, resolve_home
-from stream.localbroker.ports import free_port_pair
 from stream.localbroker.readiness import wait_until_ready
+from stream.localjvm.ports import free_port_pair
 
 __all__ = [
     "DEFAULT_PORT",

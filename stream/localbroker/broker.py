@@ -5,14 +5,15 @@ one JVM) whose files live in ``<home>/broker-<port>/`` (see
 :mod:`stream.localbroker.paths`). ``start`` is idempotent — if our broker on
 that port is already up it returns at once — so scripts and test sessions can
 call it unconditionally. Storage is formatted once, on first start; the
-security mode chosen then sticks to that data directory.
+security mode chosen then sticks to that data directory. Pid file, launch, stop
+and the log tail on a failed start are :mod:`stream.localjvm.service`'s.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -27,24 +28,18 @@ from stream.localbroker.config import (
 )
 from stream.localbroker.errors import BrokerStartError, LocalBrokerError, PortInUseError
 from stream.localbroker.jars import KAFKA_VERSION, ensure_server_jars, find_java
-from stream.localbroker.locking import exclusive_lock
 from stream.localbroker.paths import BrokerPaths, broker_paths, resolve_home
-from stream.localbroker.ports import HOST, port_is_free
-from stream.localbroker.process import (
-    command_line,
-    is_alive,
-    java_command,
-    launch_detached,
-    tail,
-    terminate,
-)
+from stream.localbroker.process import java_command
 from stream.localbroker.readiness import wait_until_ready
+from stream.localjvm import service
+from stream.localjvm.locking import exclusive_lock
+from stream.localjvm.ports import HOST, require_free_ports
+from stream.localjvm.process import is_alive
 
 DEFAULT_PORT = 9092
 BROKER_HEAP = "768m"
 TOOL_HEAP = "256m"
 _FORMAT_TIMEOUT_S = 180.0
-_ROTATE_LOG_AT_BYTES = 50 * 1024 * 1024
 
 SecurityOption = Literal["plaintext", "sasl_scram"] | ScramSecurity | None
 
@@ -90,7 +85,13 @@ def start(
             _require_same_security(paths, scram, running=True)
             _await_ready(paths, bootstrap, timeout, scram, pid, log_start=0)
             return bootstrap
-        _require_free_ports(port, home_dir)
+        require_free_ports(
+            ((port, "client"), (port + 1, "controller")),
+            service="broker",
+            short="broker",
+            home=home_dir,
+            error=PortInUseError,
+        )
         java = find_java()
         jar_dir = libs if libs is not None else ensure_server_jars(home_dir)
         settings = BrokerSettings(port=port, log_dirs=paths.log_dirs, security=scram)
@@ -103,8 +104,7 @@ def start(
         try:
             _await_ready(paths, bootstrap, timeout, scram, pid, log_start)
         except BrokerStartError:
-            terminate(pid, timeout=10.0)
-            paths.pid_file.unlink(missing_ok=True)
+            service.abandon(paths, pid)
             raise
     return bootstrap
 
@@ -115,14 +115,7 @@ def stop(port: int = DEFAULT_PORT, home: Path | str | None = None, timeout: floa
     Returns whether a running broker was stopped; not running is not an error.
     """
     paths = broker_paths(resolve_home(home), port)
-    if not paths.data_dir.is_dir():
-        return False
-    with exclusive_lock(paths.lock_file):
-        pid = running_pid(paths)
-        if pid is not None:
-            terminate(pid, timeout)
-        paths.pid_file.unlink(missing_ok=True)
-    return pid is not None
+    return service.stop(paths, _is_broker_of(paths), timeout)
 
 
 def status(port: int = DEFAULT_PORT, home: Path | str | None = None) -> BrokerStatus:
@@ -141,19 +134,12 @@ def status(port: int = DEFAULT_PORT, home: Path | str | None = None) -> BrokerSt
 
 def running_pid(paths: BrokerPaths) -> int | None:
     """Pid of our broker for ``paths`` if it runs; a stale pid file is removed."""
-    try:
-        pid = int(paths.pid_file.read_text(encoding="ascii").strip())
-    except (OSError, ValueError):
-        return None
-    if is_alive(pid):
-        cmdline = command_line(pid)
-        ours = cmdline is None or (
-            "kafka.Kafka" in cmdline and str(paths.server_properties) in cmdline
-        )
-        if ours:
-            return pid
-    paths.pid_file.unlink(missing_ok=True)
-    return None
+    return service.running_pid(paths, _is_broker_of(paths))
+
+
+def _is_broker_of(paths: BrokerPaths) -> Callable[[str], bool]:
+    """A command line is our broker's if it runs ``kafka.Kafka`` with our properties file."""
+    return lambda cmdline: "kafka.Kafka" in cmdline and str(paths.server_properties) in cmdline
 
 
 def launch_node(
@@ -170,8 +156,6 @@ def launch_node(
     pid stays the broker's (``ip netns exec NS``). Returns the pid and the size of
     ``server.log`` before the launch (where this run's output begins).
     """
-    _rotate_log(paths.server_log)
-    log_start = _size(paths.server_log)
     command = java_command(
         java,
         jar_dir,
@@ -181,9 +165,7 @@ def launch_node(
         log4j_config=paths.log4j_config,
         logs_dir=paths.data_dir,
     )
-    pid = launch_detached([*prefix, *command], cwd=paths.data_dir, log_file=paths.server_log)
-    paths.pid_file.write_text(f"{pid}\n", encoding="ascii")
-    return pid, log_start
+    return service.launch(paths, [*prefix, *command])
 
 
 def _scram(security: SecurityOption) -> ScramSecurity | None:
@@ -225,16 +207,6 @@ def _require_same_security(paths: BrokerPaths, scram: ScramSecurity | None, runn
         f"{paths.data_dir} was formatted for security {stored!r}, not {wanted!r}; "
         f"use another --port or --home, or delete that directory to start afresh"
     )
-
-
-def _require_free_ports(port: int, home: Path) -> None:
-    for needed, role in ((port, "client"), (port + 1, "controller")):
-        if not port_is_free(needed):
-            raise PortInUseError(
-                f"port {needed} (the broker's {role} port) is already in use by another process, "
-                f"not by a broker started from {home}; choose another port with --port "
-                f"(the broker needs it and the next one)"
-            )
 
 
 def _write_config_files(paths: BrokerPaths, settings: BrokerSettings) -> None:
@@ -297,22 +269,6 @@ def _format_command(
     )
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _rotate_log(log: Path) -> None:
-    """Keep server.log bounded across restarts: move a large one to ``server.log.1``."""
-    try:
-        if log.stat().st_size > _ROTATE_LOG_AT_BYTES:
-            log.replace(log.with_name(log.name + ".1"))
-    except FileNotFoundError:
-        pass
-
-
 def _await_ready(
     paths: BrokerPaths,
     bootstrap: str,
@@ -322,14 +278,12 @@ def _await_ready(
     log_start: int,
 ) -> None:
     """Wait for the broker to answer; on failure show what it logged since ``log_start``."""
-    try:
-        wait_until_ready(
-            bootstrap,
-            timeout,
-            client_config=None if scram is None else scram.client_config(),
-            is_alive=lambda: is_alive(pid),
-        )
-    except BrokerStartError as exc:
-        raise BrokerStartError(
-            f"{exc}; last lines of {paths.server_log}:\n{tail(paths.server_log, since=log_start)}"
-        ) from exc
+    client_config = None if scram is None else scram.client_config()
+    service.await_ready(
+        paths,
+        lambda: wait_until_ready(
+            bootstrap, timeout, client_config=client_config, is_alive=lambda: is_alive(pid)
+        ),
+        error=BrokerStartError,
+        log_start=log_start,
+    )

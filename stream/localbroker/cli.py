@@ -9,17 +9,20 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
-from functools import wraps
 from typing import TYPE_CHECKING
 
-from stream.errors import StreamError
+from stream.localjvm.cli import (
+    NOT_RUNNING_EXIT,
+    lifecycle_actions,
+    one_line_errors,
+    service_parser,
+)
 
 if TYPE_CHECKING:
     from stream.localbroker.cluster import ClusterStatus
 
 BOOTSTRAP_ENV = "STREAM_BOOTSTRAP_SERVERS"
-_NOT_RUNNING_EXIT = 3
+_friendly = one_line_errors("stream broker")
 
 _DESCRIPTION = """\
 Run a real Apache Kafka {version} broker on this machine, no Docker needed: one KRaft
@@ -46,32 +49,23 @@ If STREAM_BOOTSTRAP_SERVERS is set, everything uses that cluster instead and
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     from stream.localbroker.jars import KAFKA_VERSION
 
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--port",
-        type=int,
-        default=9092,
-        help="client port; the controller listens on PORT+1 (default 9092)",
-    )
-    common.add_argument(
-        "--home",
-        metavar="DIR",
-        help="state directory for jars and broker data (default: $STREAM_HOME or ./.stream)",
-    )
-    parser = sub.add_parser(
+    actions, common = service_parser(
+        sub,
         "broker",
         help="start, stop or inspect a local Apache Kafka broker",
         description=_DESCRIPTION.format(version=KAFKA_VERSION),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        default_port=9092,
+        port_help="client port; the controller listens on PORT+1 (default 9092)",
+        home_help="state directory for jars and broker data (default: $STREAM_HOME or ./.stream)",
     )
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
 
-    start = actions.add_parser(
-        "start",
-        parents=[common],
-        help="start the broker (does nothing if it already runs)",
-        description="Start the local broker in the background and wait until it answers. "
-        "Idempotent: if it already runs, report it and return.",
+    start, stop, status = lifecycle_actions(
+        actions,
+        common,
+        noun="broker",
+        ready="it answers",
+        status_description="Show the local broker's state, address, pid, version and data "
+        "directory. Exit code 0 if it runs, 3 if not.",
     )
     start.add_argument(
         "--security",
@@ -79,9 +73,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default="plaintext",
         help="plaintext (default), or sasl_scram: SASL/SCRAM-SHA-256 with ACLs, users "
         "admin/admin-secret (super user) and worker/worker-secret; chosen at the first start",
-    )
-    start.add_argument(
-        "--timeout", type=float, default=90.0, help="seconds to wait for the broker (default 90)"
     )
     start.add_argument(
         "--nodes",
@@ -101,27 +92,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     start.set_defaults(func=_run_start)
 
-    stop = actions.add_parser(
-        "stop",
-        parents=[common],
-        help="stop the broker (no error if it is not running)",
-        description="Stop the local broker: SIGTERM for a clean shutdown, SIGKILL after --timeout.",
-    )
-    stop.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds before SIGKILL (default 30)"
-    )
     stop.add_argument(
         "--node", type=_positive, metavar="N", help="stop only node N of the cluster (cleanly)"
     )
     stop.set_defaults(func=_run_stop)
 
-    status = actions.add_parser(
-        "status",
-        parents=[common],
-        help="show whether the broker runs (exit code 0 if it does, 3 if not)",
-        description="Show the local broker's state, address, pid, version and data directory. "
-        "Exit code 0 if it runs, 3 if not.",
-    )
     status.set_defaults(func=_run_status)
 
     for verb, summary in _NODE_VERBS.items():
@@ -157,23 +132,6 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
     return value
-
-
-def _friendly(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Errors become a readable message on stderr and exit code 1, not a traceback."""
-
-    @wraps(func)
-    def wrapper(args: argparse.Namespace) -> int:
-        try:
-            return func(args)
-        except StreamError as exc:
-            print(f"stream broker {args.action}: error: {exc}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            print(f"stream broker {args.action}: interrupted", file=sys.stderr)
-            return 130
-
-    return wrapper
 
 
 @_friendly
@@ -321,7 +279,7 @@ def _run_status(args: argparse.Namespace) -> int:
     if not state.running and cluster.exists(args.port, args.home):
         cluster_state = cluster.status(args.port, args.home)
         _print_cluster(cluster_state)
-        return 0 if cluster_state.running else _NOT_RUNNING_EXIT
+        return 0 if cluster_state.running else NOT_RUNNING_EXIT
     print(f"running:   {'yes' if state.running else 'no'}")
     if state.pid is not None:
         print(f"pid:       {state.pid}")
@@ -332,4 +290,4 @@ def _run_status(args: argparse.Namespace) -> int:
     external = os.environ.get(BOOTSTRAP_ENV)
     if external:
         print(f"note:      {BOOTSTRAP_ENV}={external} is set; the project uses that cluster")
-    return 0 if state.running else _NOT_RUNNING_EXIT
+    return 0 if state.running else NOT_RUNNING_EXIT

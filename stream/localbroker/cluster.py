@@ -61,11 +61,11 @@ from stream.localbroker.broker import (
 from stream.localbroker.config import BrokerSettings, new_cluster_id
 from stream.localbroker.errors import BrokerStartError, LocalBrokerError, PortInUseError
 from stream.localbroker.jars import KAFKA_VERSION, ensure_server_jars, find_java
-from stream.localbroker.locking import exclusive_lock
 from stream.localbroker.paths import BrokerPaths, cluster_dir, cluster_node_paths, resolve_home
-from stream.localbroker.ports import HOST, port_accepts, port_is_free
-from stream.localbroker.process import terminate
 from stream.localbroker.quorum import QuorumState, describe_quorum
+from stream.localjvm.locking import exclusive_lock
+from stream.localjvm.ports import HOST, port_accepts, port_is_free
+from stream.localjvm.process import terminate
 
 DEFAULT_NODES = 3
 NODE_HEAP = "512m"

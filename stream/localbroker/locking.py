@@ -1,21 +1,9 @@
-"""An inter-process lock, so two ``start`` calls (two shells, parallel test workers)
-never fetch jars or launch the same broker twice."""
+"""The inter-process lock of local services, under the broker's old name.
 
-from __future__ import annotations
+It lives in :mod:`stream.localjvm.locking` (the broker and the schema registry share it);
+this name stays because tools outside ``stream/`` (the benchmark peers) import it.
+"""
 
-import fcntl
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from stream.localjvm.locking import exclusive_lock
 
-
-@contextmanager
-def exclusive_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as handle:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+__all__ = ["exclusive_lock"]

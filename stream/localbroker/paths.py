@@ -1,8 +1,8 @@
 """Where the local broker keeps its jars and its data.
 
 Everything lives under one state directory, ``$STREAM_HOME`` or ``./.stream``
-(relative to the working directory, so each checkout has its own broker and a
-``rm -r .stream`` resets it)::
+(:mod:`stream.localjvm.home`; relative to the working directory, so each checkout has
+its own broker and a ``rm -r .stream`` resets it)::
 
     <home>/kafka-<version>/libs/     Kafka server jars, fetched once by Maven
     <home>/broker-<port>/            one broker per client port
@@ -16,18 +16,23 @@ Everything lives under one state directory, ``$STREAM_HOME`` or ``./.stream``
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-HOME_ENV = "STREAM_HOME"
-DEFAULT_HOME = ".stream"
+from stream.localjvm.home import DEFAULT_HOME, HOME_ENV, resolve_home
+from stream.localjvm.service import ServiceFiles
 
-
-def resolve_home(home: Path | str | None = None) -> Path:
-    """The state directory, absolute: ``home``, else ``$STREAM_HOME``, else ``./.stream``."""
-    chosen = home if home is not None else (os.environ.get(HOME_ENV) or DEFAULT_HOME)
-    return Path(chosen).expanduser().resolve()
+__all__ = [
+    "DEFAULT_HOME",
+    "HOME_ENV",
+    "BrokerPaths",
+    "broker_paths",
+    "cluster_dir",
+    "cluster_node_paths",
+    "jar_cache_dir",
+    "resolve_home",
+]
 
 
 def jar_cache_dir(home: Path, version: str) -> Path:
@@ -36,10 +41,12 @@ def jar_cache_dir(home: Path, version: str) -> Path:
 
 
 @dataclass(frozen=True)
-class BrokerPaths:
-    """The files of the broker listening on one port."""
+class BrokerPaths(ServiceFiles):
+    """The files of the broker listening on one port (pid, state, lock: see ``ServiceFiles``)."""
 
-    data_dir: Path
+    STEM: ClassVar[str] = "broker"
+    LOG_NAME: ClassVar[str] = "server.log"
+    ROTATE_LOG_AT_BYTES: ClassVar[int] = 50 * 1024 * 1024
 
     @property
     def log_dirs(self) -> Path:
@@ -54,20 +61,9 @@ class BrokerPaths:
         return self.data_dir / "log4j2.properties"
 
     @property
-    def state_file(self) -> Path:
-        return self.data_dir / "broker.json"
-
-    @property
-    def pid_file(self) -> Path:
-        return self.data_dir / "broker.pid"
-
-    @property
     def server_log(self) -> Path:
-        return self.data_dir / "server.log"
-
-    @property
-    def lock_file(self) -> Path:
-        return self.data_dir / ".lock"
+        """The broker's log (log4j2 and JVM output)."""
+        return self.log_file
 
     @property
     def formatted_marker(self) -> Path:

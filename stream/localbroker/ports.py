@@ -1,56 +1,15 @@
-"""Local TCP port checks: is a port free to bind, does something answer on it."""
+"""Local TCP port checks, under the broker's old name.
 
-from __future__ import annotations
+They live in :mod:`stream.localjvm.ports` (the broker and the schema registry share them);
+this name stays because the benchmark harness and test helpers import it.
+"""
 
-import random
-import socket
+from stream.localjvm.ports import (
+    HOST,
+    free_port_block,
+    free_port_pair,
+    port_accepts,
+    port_is_free,
+)
 
-HOST = "127.0.0.1"
-
-
-def port_is_free(port: int, host: str = HOST) -> bool:
-    """True if nothing is bound to ``port`` (TIME_WAIT leftovers do not count, as for Kafka)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def port_accepts(port: int, host: str = HOST, timeout: float = 0.5) -> bool:
-    """True if a TCP connection to ``host:port`` succeeds."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-def free_port_pair(low: int = 41000, high: int = 41999) -> int:
-    """A port ``p`` in ``[low, high)`` with ``p`` and ``p + 1`` both free (client + controller).
-
-    Starts at a random point so parallel sessions rarely race for the same pair.
-    """
-    span = high - low
-    offset = random.randrange(span)
-    for step in range(span):
-        port = low + (offset + step) % span
-        if port_is_free(port) and port_is_free(port + 1):
-            return port
-    raise OSError(f"no two adjacent free ports between {low} and {high}")
-
-
-def free_port_block(count: int, low: int = 41000, high: int = 41999) -> int:
-    """A port ``p`` in ``[low, high)`` with ``p .. p + count - 1`` all free (a cluster's ports).
-
-    Starts at a random point so parallel sessions rarely race for the same block.
-    """
-    span = high - low - count + 1
-    offset = random.randrange(span)
-    for step in range(span):
-        port = low + (offset + step) % span
-        if all(port_is_free(port + i) for i in range(count)):
-            return port
-    raise OSError(f"no {count} adjacent free ports between {low} and {high}")
+__all__ = ["HOST", "free_port_block", "free_port_pair", "port_accepts", "port_is_free"]

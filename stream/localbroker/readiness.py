@@ -3,20 +3,19 @@
 An open port is not enough (the listener opens before the broker is fully
 ready on some paths, and a SASL listener may refuse us), so readiness means a
 confluent-kafka ``AdminClient.list_topics`` answered. The TCP check in front of it
-keeps librdkafka from spamming connection-refused logs while the JVM boots.
+keeps librdkafka from spamming connection-refused logs while the JVM boots. The
+waiting around the probe is :func:`stream.localjvm.readiness.wait_until_ready`.
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from stream.localbroker.errors import BrokerStartError
-from stream.localbroker.ports import port_accepts
-
-_POLL_INTERVAL_S = 0.2
+from stream.localjvm.ports import port_accepts
+from stream.localjvm.readiness import wait_until_ready as poll_until_ready
 
 
 def _silent_logger() -> logging.Logger:
@@ -60,29 +59,35 @@ def wait_until_ready(
     """
     from confluent_kafka import KafkaError, KafkaException
 
-    deadline = time.monotonic() + timeout
     address = _host_port(bootstrap)
     admin: Any = None
     client_errors: list[Any] = []  # filled by librdkafka's error callback on poll()
-    while True:
-        if is_alive is not None and not is_alive():
-            raise BrokerStartError(f"the Kafka broker for {bootstrap} exited while starting")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise BrokerStartError(
-                f"the Kafka broker at {bootstrap} did not answer within {timeout:g}s"
-            )
-        if address is None or port_accepts(address[1], address[0]):
-            admin = admin if admin is not None else _admin(bootstrap, client_config, client_errors)
-            try:
-                admin.list_topics(timeout=min(remaining, 2.0))
-                return
-            except KafkaException:
-                admin.poll(0)
-            for error in client_errors:
-                if error.code() == KafkaError._AUTHENTICATION:
-                    raise BrokerStartError(
-                        f"the Kafka broker at {bootstrap} rejected our credentials: {error.str()}"
-                    )
-            client_errors.clear()
-        time.sleep(_POLL_INTERVAL_S)
+
+    def probe(seconds: float) -> str | None:
+        nonlocal admin
+        if address is not None and not port_accepts(address[1], address[0]):
+            return "port closed"
+        admin = admin if admin is not None else _admin(bootstrap, client_config, client_errors)
+        try:
+            admin.list_topics(timeout=seconds)
+            return None
+        except KafkaException as exc:
+            admin.poll(0)
+            first = exc.args[0] if exc.args else exc
+            reason = first.str() if isinstance(first, KafkaError) else str(first)
+        for error in client_errors:
+            if error.code() == KafkaError._AUTHENTICATION:
+                raise BrokerStartError(
+                    f"the Kafka broker at {bootstrap} rejected our credentials: {error.str()}"
+                )
+        client_errors.clear()
+        return reason
+
+    poll_until_ready(
+        probe,
+        timeout,
+        what="the Kafka broker",
+        where=bootstrap,
+        error=BrokerStartError,
+        is_alive=is_alive,
+    )

@@ -2,20 +2,19 @@
 
 An open port is not enough — Quarkus opens its listener before the storage is
 initialised — so readiness means the Confluent-compatible API answered a real request.
-The same probe serves ``status`` for a registry named by ``STREAM_SCHEMA_REGISTRY_URL``.
+The same probe serves ``status`` for a registry named by ``STREAM_SCHEMA_REGISTRY_URL``;
+the waiting around it is :func:`stream.localjvm.readiness.wait_until_ready`.
 """
 
 from __future__ import annotations
 
 import base64
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 
+from stream.localjvm.readiness import wait_until_ready as poll_until_ready
 from stream.registry.errors import RegistryStartError
-
-_POLL_INTERVAL_S = 0.2
 
 
 def probe(url: str, timeout: float = 2.0, basic_auth: str | None = None) -> str | None:
@@ -39,18 +38,11 @@ def probe(url: str, timeout: float = 2.0, basic_auth: str | None = None) -> str 
 def wait_until_ready(url: str, timeout: float, is_alive: Callable[[], bool] | None = None) -> None:
     """Return once ``url`` answers; :class:`RegistryStartError` after ``timeout`` s or if
     ``is_alive`` says the process is gone."""
-    deadline = time.monotonic() + timeout
-    last = "no answer yet"
-    while True:
-        if is_alive is not None and not is_alive():
-            raise RegistryStartError(f"the schema registry for {url} exited while starting")
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise RegistryStartError(
-                f"the schema registry at {url} did not answer within {timeout:g}s ({last})"
-            )
-        reason = probe(url, timeout=min(remaining, 2.0))
-        if reason is None:
-            return
-        last = reason
-        time.sleep(_POLL_INTERVAL_S)
+    poll_until_ready(
+        lambda seconds: probe(url, timeout=seconds),
+        timeout,
+        what="the schema registry",
+        where=url,
+        error=RegistryStartError,
+        is_alive=is_alive,
+    )

@@ -10,31 +10,34 @@ in ``<home>/registry-<port>/``::
 
     registry.pid  registry.json  registry.log  .lock
 
-``start`` is idempotent, like :func:`stream.localbroker.start`; the process helpers
-(detached launch, pid checks, SIGTERM then SIGKILL, log tail), the inter-process lock and
-the port checks are the local broker's.
+``start`` is idempotent, like :func:`stream.localbroker.start`; the pid file, the
+detached launch, SIGTERM then SIGKILL, the log tail on a failed start, the inter-process
+lock and the port checks are :mod:`stream.localjvm`'s, shared with the local broker.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from stream.localbroker.locking import exclusive_lock
-from stream.localbroker.paths import resolve_home
-from stream.localbroker.ports import HOST, port_is_free
-from stream.localbroker.process import command_line, is_alive, launch_detached, tail, terminate
+from stream.localjvm import service
+from stream.localjvm.home import resolve_home
+from stream.localjvm.locking import exclusive_lock
+from stream.localjvm.ports import HOST, require_free_ports
+from stream.localjvm.process import is_alive
+from stream.localjvm.service import ServiceFiles
 from stream.registry.dist import REGISTRY_VERSION, ensure_distribution, find_java
-from stream.registry.errors import RegistryPortInUseError, RegistryStartError
+from stream.registry.errors import RegistryError, RegistryPortInUseError, RegistryStartError
 from stream.registry.readiness import probe, wait_until_ready
 
 DEFAULT_PORT = 8081
 URL_ENV = "STREAM_SCHEMA_REGISTRY_URL"
 API_PATH = "/apis/ccompat/v7"
 HEAP = "384m"
-_ROTATE_LOG_AT_BYTES = 20 * 1024 * 1024
 JVM_OPTIONS = (
     "-XX:+UseSerialGC",  # one small heap on a shared 2-core machine
     # Start-up is what tests and the demo wait for; the C2 compiler only pays off later.
@@ -49,24 +52,17 @@ CDS_ARCHIVE = "registry-cds.jsa"
 
 
 @dataclass(frozen=True)
-class RegistryPaths:
-    data_dir: Path
+class RegistryPaths(ServiceFiles):
+    """The files of the registry on one port: ``registry.pid``, ``registry.json``,
+    ``registry.log``, ``.lock`` and, when persistent, the H2 database in ``storage/``."""
+
+    STEM: ClassVar[str] = "registry"
+    LOG_NAME: ClassVar[str] = "registry.log"
 
     @property
-    def pid_file(self) -> Path:
-        return self.data_dir / "registry.pid"
-
-    @property
-    def state_file(self) -> Path:
-        return self.data_dir / "registry.json"
-
-    @property
-    def log_file(self) -> Path:
-        return self.data_dir / "registry.log"
-
-    @property
-    def lock_file(self) -> Path:
-        return self.data_dir / ".lock"
+    def storage(self) -> Path:
+        """The H2 database file (without its ``.mv.db`` suffix) of a persistent registry."""
+        return self.data_dir / "storage" / "registry"
 
 
 @dataclass(frozen=True)
@@ -81,6 +77,8 @@ class RegistryStatus:
     version: str
     external: str | None = None
     external_error: str | None = None
+    #: ``"memory"``, or ``"h2:<database file>"`` for a persistent registry (its last start).
+    storage: str = "memory"
 
 
 def registry_paths(home: Path, port: int) -> RegistryPaths:
@@ -119,24 +117,32 @@ def start(
     with exclusive_lock(paths.lock_file):
         pid = running_pid(paths, port)
         if pid is not None:
+            _require_same_storage(paths, port, persistent)
             _await_ready(paths, url, timeout, pid, log_start=0)
             return url
-        _require_free_ports(port, home_dir)
+        require_free_ports(
+            ((port, "API"), (port + 1, "management")),
+            service="schema registry",
+            short="registry",
+            home=home_dir,
+            error=RegistryPortInUseError,
+        )
         java = find_java()
         app = app if app is not None else ensure_distribution(home_dir)
-        _rotate_log(paths.log_file)
-        log_start = _size(paths.log_file)
-        storage = paths.data_dir / "storage" / "registry" if persistent else None
-        command = registry_command(java, app, port, storage)
-        pid = launch_detached(command, cwd=paths.data_dir, log_file=paths.log_file)
-        paths.pid_file.write_text(f"{pid}\n", encoding="ascii")
-        state = {"version": REGISTRY_VERSION, "url": url, "java": str(java), "app": str(app)}
+        storage = paths.storage if persistent else None
+        pid, log_start = service.launch(paths, registry_command(java, app, port, storage))
+        state = {
+            "version": REGISTRY_VERSION,
+            "url": url,
+            "java": str(java),
+            "app": str(app),
+            "storage": "memory" if storage is None else f"h2:{storage}",
+        }
         paths.state_file.write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
         try:
             _await_ready(paths, url, timeout, pid, log_start)
         except RegistryStartError:
-            terminate(pid, timeout=10.0)
-            paths.pid_file.unlink(missing_ok=True)
+            service.abandon(paths, pid)
             raise
     return url
 
@@ -168,14 +174,7 @@ def stop(port: int = DEFAULT_PORT, home: Path | str | None = None, timeout: floa
     Returns whether a running registry was stopped; not running is not an error.
     """
     paths = registry_paths(resolve_home(home), port)
-    if not paths.data_dir.is_dir():
-        return False
-    with exclusive_lock(paths.lock_file):
-        pid = running_pid(paths, port)
-        if pid is not None:
-            terminate(pid, timeout)
-        paths.pid_file.unlink(missing_ok=True)
-    return pid is not None
+    return service.stop(paths, _is_registry_on(port), timeout)
 
 
 def status(port: int = DEFAULT_PORT, home: Path | str | None = None) -> RegistryStatus:
@@ -190,55 +189,47 @@ def status(port: int = DEFAULT_PORT, home: Path | str | None = None) -> Registry
         version=REGISTRY_VERSION,
         external=external,
         external_error=probe(external) if external else None,
+        storage=_storage_of(paths),
+    )
+
+
+def _storage_of(paths: RegistryPaths) -> str:
+    """The storage the registry of ``paths`` was last started with (its state file)."""
+    try:
+        state = json.loads(paths.state_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "memory"
+    return str(state.get("storage", "memory")) if isinstance(state, dict) else "memory"
+
+
+def _require_same_storage(paths: RegistryPaths, port: int, persistent: bool) -> None:
+    """A running registry is only "already running" if it keeps schemas where asked to."""
+    running = _storage_of(paths)
+    if (running != "memory") == persistent:
+        return
+    raise RegistryError(
+        f"the registry on port {port} is running with storage {running!r}, not "
+        f"{'an H2 file' if persistent else 'in memory'}; stop it first "
+        f"(stream registry stop --port {port})"
     )
 
 
 def running_pid(paths: RegistryPaths, port: int) -> int | None:
     """Pid of our registry for ``paths`` if it runs; a stale pid file is removed."""
-    try:
-        pid = int(paths.pid_file.read_text(encoding="ascii").strip())
-    except (OSError, ValueError):
-        return None
-    if is_alive(pid):
-        cmdline = command_line(pid)
-        ours = cmdline is None or (
-            "quarkus-run.jar" in cmdline and f"-Dquarkus.http.port={port} " in cmdline + " "
-        )
-        if ours:
-            return pid
-    paths.pid_file.unlink(missing_ok=True)
-    return None
+    return service.running_pid(paths, _is_registry_on(port))
 
 
-def _require_free_ports(port: int, home: Path) -> None:
-    for needed, role in ((port, "API"), (port + 1, "management")):
-        if not port_is_free(needed):
-            raise RegistryPortInUseError(
-                f"port {needed} (the schema registry's {role} port) is already in use by another "
-                f"process, not by a registry started from {home}; choose another port with "
-                f"--port (the registry needs it and the next one)"
-            )
-
-
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def _rotate_log(log: Path) -> None:
-    try:
-        if log.stat().st_size > _ROTATE_LOG_AT_BYTES:
-            log.replace(log.with_name(log.name + ".1"))
-    except FileNotFoundError:
-        pass
+def _is_registry_on(port: int) -> Callable[[str], bool]:
+    """A command line is our registry's if it runs ``quarkus-run.jar`` on ``port``."""
+    return lambda cmdline: (
+        "quarkus-run.jar" in cmdline and f"-Dquarkus.http.port={port} " in cmdline + " "
+    )
 
 
 def _await_ready(paths: RegistryPaths, url: str, timeout: float, pid: int, log_start: int) -> None:
-    try:
-        wait_until_ready(url, timeout, is_alive=lambda: is_alive(pid))
-    except RegistryStartError as exc:
-        raise RegistryStartError(
-            f"{exc}; last lines of {paths.log_file}:\n{tail(paths.log_file, since=log_start)}"
-        ) from exc
+    service.await_ready(
+        paths,
+        lambda: wait_until_ready(url, timeout, is_alive=lambda: is_alive(pid)),
+        error=RegistryStartError,
+        log_start=log_start,
+    )
