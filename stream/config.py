@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, field_validator
 from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -183,9 +183,11 @@ class Settings(BaseSettings):
     schema_registry: SchemaRegistrySpec = Field(default_factory=SchemaRegistrySpec)
     #: ``STREAM_SCHEMA_REGISTRY_URL``: overrides ``schema_registry.url``.
     schema_registry_url: str | None = None
-    #: Enriched and correlation records: ``json``, or ``avro`` / ``json_schema`` (registered).
-    output_format: Literal["json", "avro", "json_schema"] = "json"
-    #: Avro (``.avsc``) or JSON Schema of the enriched records (relative to the pipeline file).
+    #: Enriched and correlation records: ``json``, or ``avro`` / ``protobuf`` /
+    #: ``json_schema`` (registered).
+    output_format: Literal["json", "avro", "protobuf", "json_schema"] = "json"
+    #: Avro (``.avsc``), Protobuf (``.proto``, its first message) or JSON Schema of the
+    #: enriched records (relative to the pipeline file).
     output_schema_file: str | None = None
     #: Output subjects: ``topic`` = ``<topic>-value`` (TopicNameStrategy), ``record`` =
     #: the record's full name (RecordNameStrategy, Avro only).
@@ -193,6 +195,23 @@ class Settings(BaseSettings):
     #: Set by the loader: the pipeline file and the content hash of it and its schema (lineage).
     pipeline_file: str | None = None
     pipeline_digest: str = ""
+    #: The file digest before :meth:`bind_schema` folded a registry schema into it.
+    _file_digest: str | None = PrivateAttr(default=None)
+
+    def bind_schema(self, schema_text: str) -> None:
+        """Fold the schema a pipeline took from the registry at start-up
+        (``schema: {registry_subject: ...}``) into ``pipeline_digest``.
+
+        The file names only the subject, so without this a new schema version would
+        leave the lineage digest unchanged. The one value start-up completes after
+        loading (the settings stay frozen for everything else); idempotent for the same
+        text, and derived from the file digest each time, never from a previous call.
+        """
+        if self._file_digest is None:
+            self._file_digest = self.pipeline_digest
+        h = hashlib.sha256(self._file_digest.encode())
+        h.update(b"\0registry schema\0" + schema_text.encode())
+        object.__setattr__(self, "pipeline_digest", h.hexdigest()[:16])
 
     @field_validator("lineage", mode="before")
     @classmethod

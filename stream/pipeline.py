@@ -80,7 +80,16 @@ class RecordDecoder(Protocol):
 
 
 class RecordEncoder(Protocol):
-    """Turns JSON output values into the output format, per topic."""
+    """Turns JSON output values into the output format, per topic.
+
+    ``encode_records``: the values that fit, and a :class:`~stream.stages.Reject` for each
+    one the output schema refuses (dead-lettered, stage ``encode``); ``encode_values``: all
+    of them or :class:`~stream.errors.FatalError` (built-in schemas: correlations).
+    """
+
+    def encode_records(
+        self, topic: str, values: list[bytes]
+    ) -> tuple[list[bytes], list[Reject]]: ...
 
     def encode_values(self, topic: str, values: list[bytes]) -> list[bytes]: ...
 
@@ -103,8 +112,9 @@ def compile_schema(settings: Settings) -> CompiledSchema:
         from stream.formats import pipeline as formats
 
         if formats.registry_subject(settings) is not None:
-            doc, source = formats.registry_schema_document(settings)
-            return compile_json_schema(doc, source=source)
+            held = formats.registry_schema_document(settings)
+            settings.bind_schema(held.text)  # a new version changes the lineage digest
+            return compile_json_schema(held.doc, source=held.source)
     if settings.schema_inline is not None:
         return compile_inline_schema(settings.schema_inline, source=settings.pipeline_file or "")
     if settings.schema_file is None:

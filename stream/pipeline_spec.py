@@ -23,7 +23,7 @@ A pipeline file describes one pipeline completely (README "Pipeline files")::
       rules: [...]
     format: avro                             # json (default) | avro | protobuf | json_schema
     schema_registry: {url: "http://127.0.0.1:8081/apis/ccompat/v7", basic_auth_env: SR_AUTH}
-    output_format: avro                      # json (default) | avro | json_schema
+    output_format: avro                      # json (default) | avro | protobuf | json_schema
     output_schema_file: orders-enriched.avsc
     output_subject_strategy: topic           # topic (default) | record
 

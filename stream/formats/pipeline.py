@@ -33,16 +33,13 @@ import copy
 import json
 import os
 from collections.abc import Mapping, Sequence
-from io import BytesIO
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-import orjson
-from confluent_kafka.schema_registry import Schema
-from fastavro import parse_schema, schemaless_writer
+from fastavro import parse_schema
 
-from stream.errors import ConfigError, FatalError, TransientError
-from stream.formats import FormatDecoder, FormatEncoder, make_decoder
+from stream.errors import ConfigError, TransientError
+from stream.formats import FormatDecoder, make_decoder
 from stream.formats.client import (
     RegistryClient,
     describe,
@@ -50,6 +47,7 @@ from stream.formats.client import (
     make_client,
     registry_failure,
 )
+from stream.formats.output import OutputEncoder
 from stream.stages import Reject
 
 if TYPE_CHECKING:
@@ -61,7 +59,6 @@ if TYPE_CHECKING:
 REGISTRY_BREAKER: Final = "schema-registry"
 #: ``schema: {registry_subject: <subject>}``
 REGISTRY_SUBJECT_KEY: Final = "registry_subject"
-_SCHEMA_TYPES: Final = {"avro": "AVRO", "json_schema": "JSON"}
 
 CORRELATION_AVRO: Final[dict[str, Any]] = {
     "type": "record",
@@ -106,6 +103,29 @@ CORRELATION_JSON_SCHEMA: Final[dict[str, Any]] = {
     },
     "required": ["rule", "kind", "group", "window_start", "window_end", "value", "count"],
 }
+
+#: The correlation records in Protobuf (``output_format: protobuf``); field names as in
+#: the JSON, so ``json_format`` maps one onto the other.
+CORRELATION_PROTO: Final = """syntax = "proto3";
+package stream;
+
+message Correlation {
+  string rule = 1;
+  string kind = 2;
+  map<string, string> group = 3;
+  int64 window_start = 4;
+  int64 window_end = 5;
+  string aggregate = 6;
+  double value = 7;
+  int64 count = 8;
+  int64 first_event_time = 9;
+  int64 last_event_time = 10;
+  repeated string sample_event_ids = 11;
+  bool final = 12;
+  int64 first_offset = 13;
+  int64 last_offset = 14;
+}
+"""
 
 
 # -- settings ------------------------------------------------------------------------------
@@ -176,9 +196,20 @@ def registry_breaker(settings: Settings) -> CircuitBreaker | None:
 # -- the pipeline's schema from the registry ---------------------------------------------------
 
 
-def registry_schema_document(settings: Settings) -> tuple[dict[str, Any], str]:
-    """The JSON Schema document for ``schema: {registry_subject: ...}`` and a source name
-    for error messages (``registry subject orders-value version 3``)."""
+class RegistrySchema(NamedTuple):
+    """The pipeline's schema as the registry holds it, translated for the compiler."""
+
+    #: The JSON Schema document the compiler reads.
+    doc: dict[str, Any]
+    #: For error messages: ``registry subject orders-value version 3``.
+    source: str
+    #: The registered schema's text, as the registry returned it (the lineage digest).
+    text: str
+
+
+def registry_schema_document(settings: Settings) -> RegistrySchema:
+    """The JSON Schema document for ``schema: {registry_subject: ...}``: the subject's
+    latest version."""
     subject = registry_subject(settings)
     assert subject is not None
     where = "schema.registry_subject"
@@ -209,12 +240,13 @@ def registry_schema_document(settings: Settings) -> tuple[dict[str, Any], str]:
             parsed = None
         else:
             raise ConfigError(where, f"{source} is not JSON: {exc}") from exc
+    text = schema.schema_str or ""
     if kind == "AVRO":
-        return avro_to_json_schema(parsed, source), source
+        return RegistrySchema(avro_to_json_schema(parsed, source), source, text)
     if kind == "JSON":
         if not isinstance(parsed, dict):
             raise ConfigError(where, f"{source} is not a JSON Schema object")
-        return parsed, source
+        return RegistrySchema(parsed, source, text)
     raise ConfigError(
         where,
         f"{source} is a {kind} schema, which is not translated to JSON Schema: describe the "
@@ -417,103 +449,13 @@ def build_decoder(settings: Settings, breaker: Breaker | None = None) -> Guarded
 # -- encoding --------------------------------------------------------------------------------
 
 
-class OutputEncoder:
-    """``Stages.encoder``: JSON output values → ``output_format`` in the Confluent framing.
-
-    :meth:`check_compatible` (start-up, registers nothing) and :meth:`register` (once, before
-    the first record) talk to the registry; :meth:`encode_values` does not, once registered.
-    """
-
-    def __init__(
-        self,
-        format: str,
-        url: str,
-        client: RegistryClient,
-        schemas: Mapping[str, str],
-        strategy: str,
-    ) -> None:
-        self.format = format
-        self._url = url
-        self._client = client
-        self._encoders = {
-            topic: FormatEncoder(
-                format,  # type: ignore[arg-type]
-                url,
-                schema,
-                subject_strategy=strategy,  # type: ignore[arg-type]
-                client=client,
-            )
-            for topic, schema in schemas.items()
-        }
-        self._parsed: dict[str, Any] = {}
-        if format == "avro":
-            for topic, schema in schemas.items():
-                self._parsed[topic] = parse_schema(json.loads(schema))
-        self._headers: dict[str, bytes] = {}
-
-    def subjects(self) -> dict[str, str]:
-        return {topic: encoder.subject(topic) for topic, encoder in self._encoders.items()}
-
-    def check_compatible(self) -> None:
-        """ConfigError with the registry's message if an output schema is incompatible."""
-        for topic, encoder in self._encoders.items():
-            encoder.check_compatible(topic)
-
-    def register(self) -> None:
-        """Register every output schema (idempotent: an existing version keeps its id)."""
-        for topic in self._encoders:
-            self._header(topic)
-
-    def _header(self, topic: str) -> bytes:
-        header = self._headers.get(topic)
-        if header is not None:
-            return header
-        encoder = self._encoders[topic]
-        subject = encoder.subject(topic)
-        try:
-            schema_id = self._client.register_schema(
-                subject, Schema(encoder.schema, _SCHEMA_TYPES[self.format])
-            )
-        except Exception as exc:
-            failure = registry_failure(exc, self._url)
-            if failure is not None:
-                raise failure from exc
-            raise ConfigError(
-                f"output schema for subject {subject!r}",
-                f"the registry refused it: {describe(exc)}",
-            ) from exc
-        header = self._headers[topic] = b"\x00" + int(schema_id).to_bytes(4, "big")
-        return header
-
-    def encode_values(self, topic: str, values: list[bytes]) -> list[bytes]:
-        header = self._headers.get(topic) or self._header(topic)
-        if self.format == "json_schema":
-            return [header + value for value in values]
-        parsed = self._parsed[topic]
-        loads = orjson.loads
-        out: list[bytes] = []
-        for value in values:
-            buffer = BytesIO()
-            buffer.write(header)
-            try:
-                schemaless_writer(buffer, parsed, loads(value))
-            except Exception as exc:
-                raise FatalError(
-                    f"an output record for {topic} does not fit its Avro schema "
-                    f"(subject {self._encoders[topic].subject(topic)}): "
-                    f"{type(exc).__name__}: {exc}; record: {value[:300]!r}"
-                ) from exc
-            out.append(buffer.getvalue())
-        return out
-
-
 def pipeline_schema_document(settings: Settings) -> dict[str, Any]:
     """The pipeline's JSON Schema document, whichever way the file gives it."""
     from stream.schema import inline_to_json_schema
     from stream.schema.loader import read_schema_document
 
     if registry_subject(settings) is not None:
-        return registry_schema_document(settings)[0]
+        return registry_schema_document(settings).doc
     if settings.schema_inline is not None:
         return inline_to_json_schema(settings.schema_inline, source=settings.pipeline_file or "")
     if settings.schema_file is None:
@@ -534,22 +476,38 @@ def enriched_json_schema(input_doc: Mapping[str, Any]) -> dict[str, Any]:
     return doc
 
 
-def _output_schema_file(settings: Settings) -> Any:
+def _output_schema_text(settings: Settings) -> str:
     name = settings.output_schema_file
     assert name is not None
     path = Path(name)
     if not path.is_absolute() and settings.pipeline_file:
         path = Path(settings.pipeline_file).parent / path
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError("output_schema_file", f"cannot read {path}: {exc.strerror}") from None
+
+
+def _output_schema_file(settings: Settings) -> Any:
+    try:
+        return json.loads(_output_schema_text(settings))
     except ValueError as exc:
-        raise ConfigError("output_schema_file", f"{path} is not valid JSON: {exc}") from None
+        raise ConfigError(
+            "output_schema_file", f"{settings.output_schema_file} is not valid JSON: {exc}"
+        ) from None
 
 
 def enriched_output_schema(settings: Settings) -> str:
     """The enriched records' schema text in ``output_format``."""
+    if settings.output_format == "protobuf":
+        if settings.output_schema_file is None:
+            raise ConfigError(
+                "output_schema_file",
+                "output_format: protobuf needs the .proto file of the enriched records (its "
+                "first message is written): the input fields, event_time_ms (int64) and "
+                "enrichment (a message of the joins' and derived fields)",
+            )
+        return _output_schema_text(settings)
     if settings.output_schema_file is not None:
         doc = _output_schema_file(settings)
         if settings.output_format == "avro":
@@ -574,10 +532,14 @@ def build_encoder(settings: Settings) -> OutputEncoder | None:
     if settings.output_format == "json":
         return None
     url = _require_url(settings, f"output_format: {settings.output_format}")
-    correlation = CORRELATION_AVRO if settings.output_format == "avro" else CORRELATION_JSON_SCHEMA
+    correlation = {
+        "avro": json.dumps(CORRELATION_AVRO),
+        "json_schema": json.dumps(CORRELATION_JSON_SCHEMA),
+        "protobuf": CORRELATION_PROTO,
+    }[settings.output_format]
     schemas = {
         settings.topics.enriched: enriched_output_schema(settings),
-        settings.topics.correlations: json.dumps(correlation),
+        settings.topics.correlations: correlation,
     }
     if settings.output_subject_strategy == "record" and settings.output_format != "avro":
         raise ConfigError(

@@ -173,7 +173,7 @@ class ProtobufDecoder:
         for reference in text.references or ():
             self._collect_text_reference(files, reference, schema_id)
         pool = _new_pool()
-        main = _compile(files, f"schema_{schema_id}.proto", pool, schema_id)
+        main = _compile(files, f"schema_{schema_id}.proto", pool, f"schema id {schema_id}")
         return pool, main
 
     def _fetch(self, call: Any, schema_id: int) -> Any:
@@ -279,17 +279,17 @@ def _serialized_descriptor(schema_str: str) -> descriptor_pb2.FileDescriptorProt
 
 
 def _compile(
-    files: dict[str, str], main: str, pool: DescriptorPool, schema_id: int
+    files: dict[str, str], main: str, pool: DescriptorPool, label: str
 ) -> descriptor_pb2.FileDescriptorProto:
     """Compile ``.proto`` texts (name -> text) with protoc (grpcio-tools), add them to
-    ``pool`` and return ``main``'s descriptor."""
+    ``pool`` and return ``main``'s descriptor. ``label`` names the schema in errors."""
     try:
         from grpc_tools import protoc
     except ImportError as exc:
         raise ConfigError(
-            f"schema id {schema_id}",
-            "the registry serves this Protobuf schema only as .proto text (Apicurio Registry "
-            "mangles the serialized form), and compiling it needs protoc from grpcio-tools: "
+            label,
+            "Protobuf schemas are compiled from their .proto text (Apicurio Registry mangles "
+            "the serialized form), which needs protoc from grpcio-tools: "
             "pip install 'stream-processor[protobuf]'",
         ) from exc
     from importlib import resources
@@ -314,7 +314,7 @@ def _compile(
         )
         if code != 0 or not output.is_file():
             raise ConfigError(
-                f"schema id {schema_id}",
+                label,
                 f"protoc could not compile its .proto text (exit code {code}; its message is "
                 "on standard error)",
             )
@@ -328,7 +328,7 @@ def _compile(
         if file_proto.name == main:
             found = file_proto
     if found is None:
-        raise ConfigError(f"schema id {schema_id}", "protoc produced no descriptor for it")
+        raise ConfigError(label, "protoc produced no descriptor for it")
     return found
 
 

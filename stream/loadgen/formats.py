@@ -162,7 +162,7 @@ def _protobuf_encoder(header: bytes) -> Callable[[bytes], bytes]:
     from stream.formats.protobuf import _compile, _new_pool
 
     pool = _new_pool()
-    _compile({"loadgen_event.proto": EVENT_PROTO}, "loadgen_event.proto", pool, 0)
+    _compile({"loadgen_event.proto": EVENT_PROTO}, "loadgen_event.proto", pool, "loadgen schema")
     event_class = message_factory.GetMessageClass(
         pool.FindMessageTypeByName("stream.loadgen.Event")
     )

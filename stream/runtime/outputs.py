@@ -33,7 +33,8 @@ from stream.kafka.dlq import DlqWriter
 from stream.kafka.headers import TRACEPARENT, TRACESTATE, header_value
 from stream.models import Correlation, encoder
 from stream.observability import metrics
-from stream.runtime.work import WorkBatch
+from stream.runtime.work import Rejected, WorkBatch
+from stream.stages import Reject
 
 LINEAGE_PIPELINE: Final = "stream.pipeline"
 LINEAGE_DIGEST: Final = "stream.pipeline.digest"
@@ -70,6 +71,12 @@ class Producer(Protocol):
 
 
 class Encoder(Protocol):
+    """Output values in the output format (:class:`stream.formats.output.OutputEncoder`)."""
+
+    def encode_records(self, topic: str, values: list[bytes]) -> tuple[list[bytes], list[Reject]]:
+        """The values that fit, encoded in order, and a reject for each one that does not."""
+        ...
+
     def encode_values(self, topic: str, values: list[bytes]) -> list[bytes]: ...
 
 
@@ -114,6 +121,8 @@ class OutputRouter:
 
     def route(self, work: WorkBatch) -> None:
         """Queue every output of a finished batch."""
+        if work.events and self._encoder is not None:
+            self._encode(work, self._encoder)
         if work.rejects:
             self.dead_letter(work)
         if work.events:
@@ -125,6 +134,20 @@ class OutputRouter:
             headers = [*self.lineage, (LINEAGE_INPUT, _position(self._input, m))]
             self._producer.produce(x.topic, x.value, x.key, headers=headers)
             metrics.events_produced_total.labels(topic=x.topic).inc()
+
+    def _encode(self, work: WorkBatch, encoder: Encoder) -> None:
+        """Enriched values in the output format. A record its output schema refuses goes
+        to the DLQ (stage ``encode``) and the rest of the batch on: one bad record must
+        not stop the worker, and in = enriched + DLQ still holds."""
+        encoded, refused = encoder.encode_records(self._enriched, work.outputs)
+        if refused:
+            indices = work.indices
+            work.rejects.extend(
+                Rejected(indices[r.position], "encode", r.error_class, r.message) for r in refused
+            )
+            bad = {r.position for r in refused}
+            work.keep([j for j in range(len(work.events)) if j not in bad])
+        work.outputs = encoded
 
     def dead_letter(self, work: WorkBatch) -> None:
         counts: Counter[tuple[str, str]] = Counter()
@@ -166,9 +189,7 @@ class OutputRouter:
         else:
             output_key = self._output_key
             keys = [output_key(e) for e in work.events]
-        values = work.outputs
-        if self._encoder is not None:
-            values = self._encoder.encode_values(self._enriched, values)
+        values = work.outputs  # already in the output format (route encoded them)
         self._producer.produce_values(self._enriched, values, keys, self._headers(chosen))
         self._labels_enriched.inc(len(values))
 

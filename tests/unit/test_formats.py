@@ -122,8 +122,8 @@ def test_unknown_format_and_bad_credentials_are_config_errors() -> None:
         make_decoder("avro", URL, basic_auth="no-colon")
 
 
-def test_protobuf_output_is_refused_up_front() -> None:
-    with pytest.raises(ConfigError, match="generated message class"):
+def test_a_proto_file_without_a_message_is_refused_up_front() -> None:
+    with pytest.raises(ConfigError, match="declares no message"):
         FormatEncoder("protobuf", URL, "syntax = 'proto3';")
 
 
