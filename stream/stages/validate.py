@@ -21,6 +21,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 
 from stream.stages import Reject
+from stream.stages.rfc3339 import rfc3339_ms
 
 EMPTY = "empty"
 TOO_LARGE = "too_large"
@@ -53,6 +54,8 @@ class EventTime:
         self.scale = 1000 if unit == "s" else 1
         #: msgspec's path of the field in error messages: ``$.timestamp``, ``$.meta.ts``.
         self.error_path = "`$." + path + "`"
+        #: RFC 3339 strings -> epoch ms, memoised per (second, offset) (:mod:`.rfc3339`).
+        self.from_string = rfc3339_ms()
 
     def to_ms(self, value: Any) -> int | None:
         if type(value) is int:
@@ -62,11 +65,7 @@ class EventTime:
         if isinstance(value, float):
             return int(value * self.scale)
         if isinstance(value, str):
-            try:
-                parsed = datetime.fromisoformat(value)
-            except ValueError:
-                return None
-            return int(parsed.timestamp() * 1000) if parsed.tzinfo is not None else None
+            return self.from_string(value)
         return None
 
 
@@ -105,6 +104,7 @@ class Validator:
         decode = self._decoder.decode
         get_time = self._time.get
         to_ms = self._time.to_ms
+        from_string = self._time.from_string
         time_path = self._time.error_path
         ms_ints = self._time.scale == 1
         max_bytes = self._max_bytes
@@ -133,7 +133,13 @@ class Validator:
                 rejects.append(Reject(i, MALFORMED_JSON, f"invalid UTF-8: {exc.reason}"))
                 continue
             ts = get_time(event)
-            ms = ts if ms_ints and type(ts) is int else to_ms(ts)
+            cls = ts.__class__
+            if cls is int and ms_ints:
+                ms = ts
+            elif cls is str:
+                ms = from_string(ts)
+            else:
+                ms = to_ms(ts)
             if ms is None:
                 rejects.append(
                     Reject(i, BAD_TIMESTAMP, f"no usable event time at {time_path}: {ts!r}")
