@@ -42,7 +42,9 @@ from prometheus_client import generate_latest
 
 from stream.config import Settings
 from stream.errors import StreamError
+from stream.kafka.admin import ensure_partitions
 from stream.kafka.client import client_config
+from stream.kafka.offset_reset import OffsetResetWatch
 from stream.kafka.producer import OutputProducer
 from stream.kafka.reader import read_partition_to_end
 from stream.lookups import TableFeeds, build_lookups
@@ -75,6 +77,9 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
     # from their next heartbeat: at 3 s a partition moved on scale-out stood still
     # for ~4.5 s, at 1 s for ~2.5 s (tests/integration/test_scaling.py).
     "heartbeat.interval.ms": 1_000,
+    # Partitions added to the input topic are found at the next metadata refresh
+    # (librdkafka's default: every 5 minutes); one small request per 30 s.
+    "topic.metadata.refresh.interval.ms": 30_000,
 }
 
 _QUIET_LOGGER = logging.getLogger("stream.librdkafka.probe")
@@ -101,6 +106,8 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         overrides["group.instance.id"] = settings.group_instance_id
     base = settings.kafka_client_config()
     overrides.update({k: v for k, v in base.items() if k in CONSUMER_DEFAULTS})
+    # Offsets out of range are reset by librdkafka silently: report each one.
+    overrides["logger"] = OffsetResetWatch(str(overrides["auto.offset.reset"]))
     conf = client_config(base, **overrides)
     if settings.group_protocol == "consumer":
         for key in CLASSIC_ONLY:
@@ -234,7 +241,7 @@ class PipelineService(mode.Service):
             consumer=build_consumer(s),
             producer=producer,
             stages=stages,
-            read_changelog=self._changelog_reader(base),
+            read_changelog=self._changelog_reader(base, producer),
             tracer=(
                 BatchTracer(
                     topic=s.topics.input, group=s.group_id, sample_ratio=s.tracing_sample_ratio
@@ -252,10 +259,16 @@ class PipelineService(mode.Service):
         self.ready = True
         metrics.worker_ready.set(1)
 
-    def _changelog_reader(self, base: dict[str, str]) -> Any:
+    def _changelog_reader(self, base: dict[str, str], producer: OutputProducer) -> Any:
+        """Reads a changelog partition whole; first adds it if the input has grown
+        (partitions added while running) and tells the producer it is there."""
         topic = self.settings.changelog_topic
+        known = [0]  # partitions the changelog is known to have
 
         def read(partition: int) -> list[tuple[bytes, bytes | None]]:
+            if partition >= known[0]:
+                known[0] = ensure_partitions(base, topic, partition + 1)
+                producer.refresh_metadata(topic)
             entries: list[tuple[bytes, bytes | None]] = []
             for batch in read_partition_to_end(base, topic, partition):
                 entries.extend((m.key() or b"", m.value()) for m in batch)

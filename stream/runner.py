@@ -370,12 +370,35 @@ class BatchRunner:
             err = m.error()
             assert err is not None
             metrics.errors_total.labels(stage="consume", error_class=err.name()).inc()
-            if err.fatal():
-                raise FatalError(f"consumer failed: {err.str()}")
-            if err.code() in _NOT_ALLOWED:
-                raise FatalError(f"consumer not allowed: {err.str()} (check the ACLs)")
+            fatal = self._fatal_consume_error(err)
+            if fatal is not None:
+                self._failed = fatal  # nothing is committed any more
+                raise fatal
             if err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consume error on %s[%s]: %s", m.topic(), m.partition(), err.str())
+
+    def _fatal_consume_error(self, err: KafkaError) -> FatalError | None:
+        """A consume error that retrying cannot fix, as one clear line (else None).
+
+        librdkafka hands a fatal consumer error (e.g. this static member fenced by
+        another one with the same ``group.instance.id``) to ``consume()`` as an event
+        whose code is ``_FATAL`` and whose ``fatal()`` is False: it must stop the worker,
+        not be warned about forever.
+        """
+        text = err.str()
+        if err.code() == KafkaError._AUTO_OFFSET_RESET:
+            return FatalError(f"input offset out of range and auto.offset.reset=error: {text}")
+        if not (err.fatal() or err.code() == KafkaError._FATAL):
+            if err.code() in _NOT_ALLOWED:
+                return FatalError(f"consumer not allowed: {text} (check the ACLs)")
+            return None
+        instance = self.settings.group_instance_id
+        if instance and "instance" in text.lower():
+            return FatalError(
+                f"fenced: another worker joined the group with the same group.instance.id "
+                f"{instance!r} (STREAM_GROUP_INSTANCE_ID must be unique per worker): {text}"
+            )
+        return FatalError(f"consumer failed: {text}")
 
     # -- periodic work --------------------------------------------------------------------------
 

@@ -153,6 +153,11 @@ class OutputProducer:
         self._produce = self._producer.produce
         self._epoch = AckEpoch(self._on_delivery)
 
+    def refresh_metadata(self, topic: str, timeout: float = 10.0) -> None:
+        """Learn ``topic``'s partitions now: one added since (partitions added while running)
+        is refused as an unknown partition until the next periodic metadata refresh."""
+        self._producer.list_topics(topic, timeout=timeout)
+
     def seal(self) -> AckEpoch:
         """End the current acknowledgement epoch and return it; later records go to a new one."""
         epoch, self._epoch = self._epoch, AckEpoch(self._on_delivery)

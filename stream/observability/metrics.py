@@ -194,3 +194,10 @@ worker_ready: Final = Gauge(
 last_poll_timestamp_seconds: Final = Gauge(
     "stream_last_poll_timestamp_seconds", "Unix time the poll loop last turned", registry=REGISTRY
 )
+offsets_reset_total: Final = Counter(
+    "stream_offsets_reset_total",
+    "Input positions no longer on the broker (retention or delete-records went past them) that "
+    "auto.offset.reset moved, per partition: the records in between were never processed",
+    ["topic", "partition"],
+    registry=REGISTRY,
+)
