@@ -118,6 +118,7 @@ from typing import Any, Final
 import cel
 from cel.stdlib import EXTENSIONS
 
+from stream.arithmetic import Defer, compile_arithmetic
 from stream.errors import ConfigError, PoisonMessageError
 
 __all__ = [
@@ -398,7 +399,17 @@ def _key(key: Any) -> str:
 class Expression:
     """One compiled derived field. Build it with :func:`compile_expression`."""
 
-    __slots__ = ("_binders", "_bound", "_context", "_memo", "_program", "inputs", "name", "text")
+    __slots__ = (
+        "_binders",
+        "_bound",
+        "_context",
+        "_fast",
+        "_memo",
+        "_program",
+        "inputs",
+        "name",
+        "text",
+    )
 
     def __init__(self, name: str, text: str, program: cel.Program, inputs: tuple[str, ...]) -> None:
         self.name = name
@@ -415,6 +426,8 @@ class Expression:
         # (values, *types) (a namespace); _NOTHING = nothing reusable, bind again
         self._bound: list[Any] = [_NOTHING] * len(self._binders)
         self._memo: dict[tuple[Any, ...], Any] = {}
+        #: Arithmetic compiled to Python (:mod:`stream.arithmetic`), or None: CEL only.
+        self._fast = compile_arithmetic(text, inputs)
 
     def __repr__(self) -> str:
         return f"Expression({self.name!r}, {self.text!r}, inputs={self.inputs!r})"
@@ -491,6 +504,12 @@ class Expression:
 
         Raises :class:`ExpressionError` when the expression fails for these values.
         """
+        fast = self._fast
+        if fast is not None and len(values) == len(self.inputs):
+            try:
+                return fast(values)
+            except (Defer, ArithmeticError):
+                pass  # not a simple typed case: CEL decides (value or error)
         result = self._lookup(values)
         if type(result) is ExpressionError:
             raise result.with_traceback(None)
@@ -507,7 +526,15 @@ class Expression:
         checked = self._checked
         out: list[Any] = []
         append = out.append
+        fast = self._fast
+        width = len(self.inputs)
         for row in rows:
+            if fast is not None and len(row) == width:
+                try:
+                    append(fast(row))
+                    continue
+                except (Defer, ArithmeticError):
+                    pass
             try:
                 key = (row, *map(type, row))
                 result = get(key, _NOTHING)

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import stream.expressions as expressions
 from stream.errors import ConfigError
@@ -282,6 +284,7 @@ def test_memo_is_bounded(
 ) -> None:
     monkeypatch.setattr(expressions, "MEMO_MAX", 4)
     expr = compile_expression("double_it", "amount * 2.0", KNOWN)
+    expr._fast = None  # the memo serves what CEL computes; arithmetic has its own path
     out = expr.evaluate_many([(float(i),) for i in range(10)])
     assert out == [2.0 * i for i in range(10)]
     assert len(expr._memo) <= 4
@@ -352,3 +355,128 @@ def test_derived_names_are_checked() -> None:
         compile_derived({"amount-eur": "amount"}, KNOWN)
     with pytest.raises(ConfigError, match=r"derive\.b.*unknown field 'amout'"):
         compile_derived({"a": "amount", "b": "amout"}, KNOWN)
+
+
+# ------------------------------------------------------------------ arithmetic fast path
+
+FAST_INPUTS = ("amount", "quantity", "enrichment.fx.rate")
+AMOUNT_EUR = "enrichment.fx.rate == null ? null : double(amount) * double(enrichment.fx.rate)"
+
+
+def _outcome(expr: Expression, row: tuple[Any, ...]) -> tuple[str, Any]:
+    """Evaluate with ``row`` = values of FAST_INPUTS (the expression reads some of them)."""
+    values = dict(zip(FAST_INPUTS, row, strict=True))
+    try:
+        return "value", expr.evaluate(tuple(values[p] for p in expr.inputs))
+    except ExpressionError as exc:
+        return "error", str(exc)
+
+
+def _cel_only(text: str) -> Expression:
+    expr = compile_expression("d", text, FAST_INPUTS)
+    expr._fast = None
+    return expr
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        AMOUNT_EUR,
+        "amount * enrichment.fx.rate",
+        "quantity * 2 + 1",
+        "-amount / 4.0 - 1.5e1",
+        "amount > 100.0 ? 1 : (quantity != null ? quantity - 1 : 0)",
+        "double(quantity) / double(amount)",
+    ],
+)
+def test_arithmetic_is_compiled_to_python(text: str) -> None:
+    assert compile_expression("d", text, FAST_INPUTS)._fast is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "quantity % 3",
+        "amount > 1.0 && quantity > 1",
+        "int(amount)",
+        "{'a': 1.0}['a'] * amount",
+        "0x10 + quantity",
+        "2u * 3u",
+        "string(quantity)",
+        "size(enrichment.fx) * 1",
+    ],
+)
+def test_everything_else_stays_with_cel(text: str) -> None:
+    assert compile_expression("d", text, FAST_INPUTS)._fast is None
+
+
+def test_the_orders_amount_matches_cel() -> None:
+    expr = compile_expression("d", AMOUNT_EUR, FAST_INPUTS)
+    cel_only = _cel_only(AMOUNT_EUR)
+    rows: list[tuple[Any, ...]] = [
+        (12.34, None, 0.92),
+        (7, None, 1.1),
+        (1.0, None, None),
+        (None, None, 1.2),
+        ("12", None, 1.0),
+        (True, None, 1.0),
+        (2**63, None, 1.0),
+        (1e308, None, 10.0),
+    ]
+    for row in rows:
+        assert _outcome(expr, row) == _outcome(cel_only, row), row
+    inputs = [(a, rate) for a, _, rate in rows]
+    assert [str(r) for r in expr.evaluate_many(inputs)] == [
+        str(r) for r in cel_only.evaluate_many(inputs)
+    ]
+
+
+_LEAVES = st.one_of(
+    st.sampled_from(["amount", "quantity", "enrichment.fx.rate", "null", "true"]),
+    st.sampled_from(["0", "1", "2", "9223372036854775807", "0.0", "1.5", "2.0", "1e308"]),
+)
+
+
+def _expressions() -> st.SearchStrategy[str]:
+    def extend(inner: st.SearchStrategy[str]) -> st.SearchStrategy[str]:
+        binary = st.tuples(inner, st.sampled_from(["+", "-", "*", "/"]), inner).map(
+            lambda t: f"({t[0]} {t[1]} {t[2]})"
+        )
+        relation = st.tuples(inner, st.sampled_from(["==", "!=", "<", ">=", ">"]), inner).map(
+            lambda t: f"({t[0]} {t[1]} {t[2]})"
+        )
+        conditional = st.tuples(relation, inner, inner).map(lambda t: f"({t[0]} ? {t[1]} : {t[2]})")
+        unary = inner.map(lambda x: f"-{x}")
+        return st.one_of(binary, relation, conditional, unary, inner.map(lambda x: f"double({x})"))
+
+    return st.recursive(_LEAVES, extend, max_leaves=6)
+
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**64), 2**64),
+    st.sampled_from([0, 1, -1, 2**62, 2**63 - 1, -(2**63)]),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 1e308, 5e-324]),
+    st.text(max_size=3),
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=_expressions(), rows=st.lists(st.tuples(_VALUES, _VALUES, _VALUES), max_size=4))
+def test_property_fast_path_equals_cel(text: str, rows: list[tuple[Any, ...]]) -> None:
+    """Same value or the same error as CEL alone, for any input (ints, doubles, nulls,
+    strings, bools, overflow, non-finite)."""
+    try:
+        cel_only = _cel_only(text)
+    except ConfigError:
+        return  # not CEL (e.g. a literal CEL refuses): nothing to compare
+    expr = compile_expression("d", text, FAST_INPUTS)
+    for row in rows:
+        expected = _outcome(cel_only, row)
+        got = _outcome(expr, row)
+        if expected[0] == "value" and isinstance(expected[1], float) and expected[1] != expected[1]:
+            assert got[0] == "value" and got[1] != got[1]  # NaN is not equal to itself
+        else:
+            assert got == expected, (text, row)
