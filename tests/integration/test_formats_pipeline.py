@@ -13,6 +13,11 @@ serializers and reads the outputs with confluent-kafka's own deserializers. Asse
   read with v2's default, no restart;
 * an incompatible v3 refused by the registry, and a worker whose output schema is
   incompatible with its output subject failing start-up with the registry's message;
+* Protobuf output read by confluent-kafka's own ProtobufDeserializer;
+* records the output schema refuses (a derived value of the wrong type for the orders
+  shape, attribute values of the wrong type for the bundled observability shape) in the
+  DLQ with stage ``encode``, the field and the reason, the rest of their batches written
+  and the worker running on: records in = enriched + DLQ;
 * the registry stopped and restarted under a running worker: nothing lost or
   dead-lettered, the ``schema-registry`` breaker opens and closes. The registry runs with
   ``persistent=True`` (an H2 file), so after the restart it serves the same schemas
@@ -27,7 +32,8 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from io import BytesIO
 from pathlib import Path
@@ -41,13 +47,15 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
+from confluent_kafka.schema_registry.protobuf import ProtobufDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 from fastavro import parse_schema, schemaless_writer
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from stream import registry
+from stream.formats.output import OUTPUT_SCHEMA_VIOLATION, protobuf_message_class
+from stream.formats.pipeline import CORRELATION_PROTO
 from stream.kafka import headers as h
-from stream.localbroker import free_port_pair
 from tests.support.pipeline import (
     REPO,
     PipelineTopics,
@@ -57,6 +65,7 @@ from tests.support.pipeline import (
     read_all,
     wait_until,
 )
+from tests.support.registry import LocalRegistry, running_registry
 
 pytestmark = [pytest.mark.broker, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -64,22 +73,9 @@ T0 = 1_796_205_600_000  # 2026-12-02T10:00:00Z
 HOUR = 3_600_000
 
 
-@dataclass(frozen=True)
-class LocalRegistry:
-    port: int
-    home: Path
-    app: Path
-    url: str
-
-
 @pytest.fixture(scope="module")
 def local_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
-    app = registry.ensure_distribution()
-    home = tmp_path_factory.mktemp("formats-registry")
-    port = free_port_pair()
-    url = registry.start(port, home, app=app, persistent=True)
-    yield LocalRegistry(port, home, app, url)
-    registry.stop(port, home)
+    yield from running_registry(tmp_path_factory, "formats-registry", persistent=True)
 
 
 def client_for(url: str) -> SchemaRegistryClient:
@@ -90,6 +86,11 @@ def ctx(topic: str) -> SerializationContext:
     return SerializationContext(topic, MessageField.VALUE)
 
 
+def avro_record(full_name: str, fields: list[dict[str, Any]]) -> dict[str, Any]:
+    namespace, name = full_name.rsplit(".", 1)
+    return {"type": "record", "name": name, "namespace": namespace, "fields": fields}
+
+
 def avro_order(*extra: dict[str, Any], name: str = "Order") -> str:
     fields = [
         {"name": "order_id", "type": "string"},
@@ -98,18 +99,16 @@ def avro_order(*extra: dict[str, Any], name: str = "Order") -> str:
         {"name": "created_at", "type": {"type": "long", "logicalType": "timestamp-millis"}},
         *extra,
     ]
-    return json.dumps({"type": "record", "name": name, "namespace": "shop", "fields": fields})
+    return json.dumps(avro_record(f"shop.{name}", fields))
 
 
 V1 = avro_order()
 V2 = avro_order({"name": "tag", "type": "string", "default": "v2-default"})
 V3_INCOMPATIBLE = avro_order({"name": "owner", "type": "string"})  # no default: not BACKWARD
 #: The enriched records in Avro: the input, event_time_ms and the derived field.
-ENRICHED_AVRO = {
-    "type": "record",
-    "name": "EnrichedOrder",
-    "namespace": "shop",
-    "fields": [
+ENRICHED_AVRO = avro_record(
+    "shop.EnrichedOrder",
+    [
         {"name": "order_id", "type": "string"},
         {"name": "customer", "type": "string"},
         {"name": "amount", "type": "double"},
@@ -125,7 +124,7 @@ ENRICHED_AVRO = {
             },
         },
     ],
-}
+)
 JSON_ORDER = {
     "type": "object",
     "properties": {
@@ -141,6 +140,53 @@ PROTO_ORDER = (
     "message Order { string order_id = 1; string customer = 2; double amount = 3; "
     "string created_at = 4; }\n"
 )
+
+
+ENRICHED_PROTO = """syntax = "proto3";
+package shop;
+
+message EnrichedOrder {
+  string order_id = 1;
+  string customer = 2;
+  double amount = 3;
+  string created_at = 4;
+  int64 event_time_ms = 5;
+  message Enrichment { double double_amount = 1; }
+  Enrichment enrichment = 6;
+}
+"""
+#: The bundled pipeline's enriched events in Avro (no reference data: team, tier, owner null).
+ENRICHED_EVENT_AVRO = avro_record(
+    "obs.EnrichedEvent",
+    [
+        {"name": "event_id", "type": "string"},
+        {"name": "type", "type": "string"},
+        {"name": "source", "type": "string"},
+        {"name": "timestamp", "type": ["long", "string"]},
+        {"name": "severity", "type": "string"},
+        {"name": "attributes", "type": ["null", {"type": "map", "values": "string"}]},
+        {"name": "event_time_ms", "type": "long"},
+        {
+            "name": "enrichment",
+            "type": {
+                "type": "record",
+                "name": "Enrichment",
+                "fields": [
+                    {"name": "known_service", "type": "boolean"},
+                    {"name": "team", "type": ["null", "string"], "default": None},
+                    {"name": "tier", "type": ["null", "long"], "default": None},
+                    {"name": "owner", "type": ["null", "string"], "default": None},
+                    {"name": "score", "type": "double"},
+                ],
+            },
+        },
+    ],
+)
+
+
+def write_json(path: Path, doc: Any) -> Path:
+    path.write_text(json.dumps(doc))
+    return path
 
 
 def iso(ms: int) -> str:
@@ -208,11 +254,20 @@ def wait_drained(bootstrap: str, topics: PipelineTopics, worker: WorkerProcess) 
     wait_until(done, timeout=90, message="input committed to its end")
 
 
-def dlq_classes(bootstrap: str, topics: PipelineTopics) -> Counter[str]:
-    return Counter(
-        (h.header_value(m.headers() or [], h.DLQ_ERROR_CLASS) or b"").decode()
-        for m in read_all(bootstrap, topics.dlq)
-    )
+@contextmanager
+def running_worker(topics: PipelineTopics, home: Path, pipeline: Path) -> Iterator[WorkerProcess]:
+    """A ready ``stream worker --config pipeline``; it must stop cleanly afterwards."""
+    worker = WorkerProcess(topics, home, args=["--config", str(pipeline)])
+    try:
+        worker.wait_ready()
+        yield worker
+    finally:
+        assert worker.stop() == 0, worker.log()
+
+
+def window_count(correlations: list[Any]) -> int:
+    """Events counted by the correlations of the test's hour (the closer opens the next)."""
+    return sum(int(c["count"]) for c in correlations if int(c["window_start"]) < T0 + HOUR)
 
 
 def bad_values(schema_id: int, payload: bytes) -> list[bytes]:
@@ -239,24 +294,72 @@ def closer(n: int) -> dict[str, Any]:
     return order(n, T0 + HOUR)
 
 
+@dataclass
+class Case:
+    """One test's world: a broker, the registry, fresh topics (one partition), a home."""
+
+    bootstrap: str
+    registry: LocalRegistry
+    home: Path
+    topics: PipelineTopics
+    client: SchemaRegistryClient
+
+    @property
+    def url(self) -> str:
+        return self.registry.url
+
+    @property
+    def subject(self) -> str:
+        """The input topic's subject (TopicNameStrategy)."""
+        return f"{self.topics.input}-value"
+
+    def pipeline(self, **formats: Any) -> Path:
+        return write_pipeline(self.topics, self.home, self.url, **formats)
+
+    def worker(self, pipeline: Path) -> AbstractContextManager[WorkerProcess]:
+        return running_worker(self.topics, self.home, pipeline)
+
+    def process(self, pipeline: Path, values: list[bytes]) -> None:
+        """Run a worker over ``values`` until the input is committed to its end."""
+        with self.worker(pipeline) as worker:
+            self.produce(values, worker)
+
+    def produce(self, values: list[bytes], worker: WorkerProcess) -> None:
+        produce(self.bootstrap, self.topics.input, values)
+        wait_drained(self.bootstrap, self.topics, worker)
+
+    def read(self, topic: str, read: Callable[..., Any]) -> list[Any]:
+        """Every value of ``topic``, read with a confluent-kafka deserializer."""
+        return [read(m.value(), ctx(topic)) for m in read_all(self.bootstrap, topic)]
+
+    def dlq(self) -> list[Any]:
+        return read_all(self.bootstrap, self.topics.dlq)
+
+    def dlq_classes(self) -> Counter[str]:
+        return Counter(
+            (h.header_value(m.headers() or [], h.DLQ_ERROR_CLASS) or b"").decode()
+            for m in self.dlq()
+        )
+
+
+@pytest.fixture
+def case(kafka_bootstrap: str, local_registry: LocalRegistry, tmp_path: Path) -> Case:
+    topics = PipelineTopics(kafka_bootstrap, partitions=1).create()
+    return Case(kafka_bootstrap, local_registry, tmp_path, topics, client_for(local_registry.url))
+
+
 # -- the registry goes away under a running worker ---------------------------------------------
 
 
-def test_registry_outage_pauses_and_resumes_without_losing_records(
-    kafka_bootstrap: str, local_registry: LocalRegistry, tmp_path: Path
-) -> None:
-    url = local_registry.url
-    topics = PipelineTopics(kafka_bootstrap, partitions=1).create()
-    client = client_for(url)
-    subject, other = f"{topics.input}-value", f"{topics.prefix}-other-value"
+def test_registry_outage_pauses_and_resumes_without_losing_records(case: Case) -> None:
+    local, topics, client = case.registry, case.topics, case.client
+    other = f"{topics.prefix}-other-value"
     v2_writer = avro_order({"name": "note", "type": "string", "default": ""})
     ids = [
-        client.register_schema(subject, Schema(V1, "AVRO")),
+        client.register_schema(case.subject, Schema(V1, "AVRO")),
         client.register_schema(other, Schema(v2_writer, "AVRO")),
     ]
-    pipeline = write_pipeline(
-        topics, tmp_path, url, format="avro", schema={"registry_subject": subject}
-    )
+    pipeline = case.pipeline(format="avro", schema={"registry_subject": case.subject})
     v1 = AvroSerializer(
         client, V1, conf={"auto.register.schemas": False, "use.latest.version": True}
     )
@@ -273,30 +376,23 @@ def test_registry_outage_pauses_and_resumes_without_losing_records(
     before = [v1(order(n, T0 + n), ctx(topics.input)) for n in range(20)]
     during = [v2_value(n) for n in range(20, 60)]
 
-    worker = WorkerProcess(topics, tmp_path, args=["--config", str(pipeline)])
-    try:
-        worker.wait_ready()
-        produce(kafka_bootstrap, topics.input, before)
-        wait_drained(kafka_bootstrap, topics, worker)
+    with case.worker(pipeline) as worker:
+        case.produce(before, worker)
 
-        registry.stop(local_registry.port, local_registry.home)
-        produce(kafka_bootstrap, topics.input, during)  # a writer schema the worker never saw
+        registry.stop(local.port, local.home)
+        produce(case.bootstrap, topics.input, during)  # a writer schema the worker never saw
         wait_until(lambda: transitions(worker, "open") >= 1, timeout=60, message="breaker opened")
-        assert not drained(kafka_bootstrap, topics)
-        assert read_all(kafka_bootstrap, topics.dlq) == []
+        assert not drained(case.bootstrap, topics)
+        assert case.dlq() == []
 
-        registry.start(
-            local_registry.port, local_registry.home, app=local_registry.app, persistent=True
-        )
-        kept = client_for(url).get_schema(ids[1]).schema_str  # kept on disk
+        registry.start(local.port, local.home, app=local.app, persistent=True)
+        kept = client_for(case.url).get_schema(ids[1]).schema_str  # kept on disk
         assert json.loads(kept) == json.loads(v2_writer)
-        wait_drained(kafka_bootstrap, topics, worker)
+        wait_drained(case.bootstrap, topics, worker)
         assert transitions(worker, "closed") >= 1
-    finally:
-        assert worker.stop() == 0, worker.log()
 
-    assert read_all(kafka_bootstrap, topics.dlq) == []
-    enriched = [orjson.loads(m.value()) for m in read_all(kafka_bootstrap, topics.enriched)]
+    assert case.dlq() == []
+    enriched = case.read(topics.enriched, lambda value, _ctx: orjson.loads(value))
     assert sorted(e["order_id"] for e in enriched) == sorted(f"o{n}" for n in range(60))
     assert "breaker 'schema-registry': closed -> open" in worker.log_path.read_text()
 
@@ -304,20 +400,10 @@ def test_registry_outage_pauses_and_resumes_without_losing_records(
 # -- each format end to end ------------------------------------------------------------------
 
 
-def test_avro_end_to_end_with_evolution_in_one_partition(
-    kafka_bootstrap: str, local_registry: LocalRegistry, tmp_path: Path
-) -> None:
-    url = local_registry.url
-    topics = PipelineTopics(kafka_bootstrap, partitions=1).create()
-    client = client_for(url)
-    subject = f"{topics.input}-value"
-    pipeline = write_pipeline(
-        topics,
-        tmp_path,
-        url,
-        format="avro",
-        schema={"registry_subject": subject},
-        output_format="avro",
+def test_avro_end_to_end_with_evolution_in_one_partition(case: Case) -> None:
+    topics, client = case.topics, case.client
+    pipeline = case.pipeline(
+        format="avro", schema={"registry_subject": case.subject}, output_format="avro"
     )
     c = ctx(topics.input)
     write_v1 = AvroSerializer(client, V1)
@@ -326,16 +412,13 @@ def test_avro_end_to_end_with_evolution_in_one_partition(
     v1_id = int.from_bytes(first[0][1:5], "big")
     bad = bad_values(v1_id, first[0][5:])
 
-    worker = WorkerProcess(topics, tmp_path, args=["--config", str(pipeline)])
-    try:
-        worker.wait_ready()
-        produce(kafka_bootstrap, topics.input, first + bad)
-        wait_drained(kafka_bootstrap, topics, worker)
+    with case.worker(pipeline) as worker:
+        case.produce(first + bad, worker)
 
         # v2 while the worker runs: BACKWARD-compatible, read as soon as latest_ttl (1 s) passes.
-        assert client.register_schema(subject, Schema(V2, "AVRO")) > v1_id
+        assert client.register_schema(case.subject, Schema(V2, "AVRO")) > v1_id
         with pytest.raises(SchemaRegistryError) as refused:
-            client.register_schema(subject, Schema(V3_INCOMPATIBLE, "AVRO"))
+            client.register_schema(case.subject, Schema(V3_INCOMPATIBLE, "AVRO"))
         assert refused.value.http_status_code == 409
         time.sleep(1.5)
         mixed = []
@@ -345,14 +428,11 @@ def test_avro_end_to_end_with_evolution_in_one_partition(
             else:
                 mixed.append(write_v1(order(n, T0 + n * 1000), c))
         mixed.append(write_v2({**closer(999), "tag": "closer"}, c))
-        produce(kafka_bootstrap, topics.input, mixed)
-        wait_drained(kafka_bootstrap, topics, worker)
-    finally:
-        assert worker.stop() == 0, worker.log()
+        case.produce(mixed, worker)
 
     read = AvroDeserializer(client)
     enriched = {}
-    for m in read_all(kafka_bootstrap, topics.enriched):
+    for m in read_all(case.bootstrap, topics.enriched):
         record = read(m.value(), ctx(topics.enriched))
         enriched[record["order_id"]] = (record, m.key())
     assert len(enriched) == 91
@@ -365,33 +445,19 @@ def test_avro_end_to_end_with_evolution_in_one_partition(
         # for v1 records (read with the latest version), their own for v2 records.
         expected = "out-default" if n < 30 else f"t{n}" if n % 2 else "v2-default"
         assert record["tag"] == expected, (n, record)
-    assert dlq_classes(kafka_bootstrap, topics) == Counter(
-        {"bad_framing": 1, "unknown_schema": 1, "undecodable": 1}
-    )
-    correlations = [
-        read(m.value(), ctx(topics.correlations))
-        for m in read_all(kafka_bootstrap, topics.correlations)
-    ]
+    assert case.dlq_classes() == Counter({"bad_framing": 1, "unknown_schema": 1, "undecodable": 1})
+    correlations = case.read(topics.correlations, read)
     assert correlations and {c["rule"] for c in correlations} == {"orders-per-customer"}
-    assert sum(c["count"] for c in correlations if c["window_start"] < T0 + HOUR) == 90
+    assert window_count(correlations) == 90
 
 
-def test_json_schema_end_to_end(
-    kafka_bootstrap: str, local_registry: LocalRegistry, tmp_path: Path
-) -> None:
-    url = local_registry.url
-    topics = PipelineTopics(kafka_bootstrap, partitions=1).create()
-    client = client_for(url)
-    subject = f"{topics.input}-value"
-    registry_spec = {"url": url, "latest_ttl": "1s", "validate_writer_schema": True}
-    pipeline = write_pipeline(
-        topics,
-        tmp_path,
-        url,
+def test_json_schema_end_to_end(case: Case) -> None:
+    topics, client = case.topics, case.client
+    pipeline = case.pipeline(
         format="json_schema",
-        schema={"registry_subject": subject},
+        schema={"registry_subject": case.subject},
         output_format="json_schema",
-        schema_registry=registry_spec,
+        schema_registry={"url": case.url, "latest_ttl": "1s", "validate_writer_schema": True},
     )
     c = ctx(topics.input)
     write = JSONSerializer(json.dumps(JSON_ORDER), client)
@@ -401,18 +467,10 @@ def test_json_schema_end_to_end(
     violating = b"\x00" + schema_id.to_bytes(4, "big") + b'{"order_id": "neg", "amount": -1}'
     bad = [*bad_values(schema_id, good[0][5:])[:2], violating]
 
-    worker = WorkerProcess(topics, tmp_path, args=["--config", str(pipeline)])
-    try:
-        worker.wait_ready()
-        produce(kafka_bootstrap, topics.input, good + bad)
-        wait_drained(kafka_bootstrap, topics, worker)
-    finally:
-        assert worker.stop() == 0, worker.log()
+    case.process(pipeline, good + bad)
 
     read = JSONDeserializer(None, schema_registry_client=client)
-    enriched = [
-        read(m.value(), ctx(topics.enriched)) for m in read_all(kafka_bootstrap, topics.enriched)
-    ]
+    enriched = case.read(topics.enriched, read)
     assert len(enriched) == 41
     by_id = {e["order_id"]: e for e in enriched}
     for n in range(40):
@@ -421,14 +479,8 @@ def test_json_schema_end_to_end(
     output_schema = client.get_latest_version(f"{topics.enriched}-value").schema
     assert output_schema.schema_type == "JSON"
     assert "enrichment" in json.loads(output_schema.schema_str)["properties"]
-    assert dlq_classes(kafka_bootstrap, topics) == Counter(
-        {"bad_framing": 1, "unknown_schema": 1, "undecodable": 1}
-    )
-    correlations = [
-        read(m.value(), ctx(topics.correlations))
-        for m in read_all(kafka_bootstrap, topics.correlations)
-    ]
-    assert sum(c["count"] for c in correlations if c["window_start"] < T0 + HOUR) == 40
+    assert case.dlq_classes() == Counter({"bad_framing": 1, "unknown_schema": 1, "undecodable": 1})
+    assert window_count(case.read(topics.correlations, read)) == 40
 
 
 def _proto_class() -> Any:
@@ -450,22 +502,16 @@ def _proto_class() -> Any:
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("shop.Order"))
 
 
-def test_protobuf_end_to_end(
-    kafka_bootstrap: str, local_registry: LocalRegistry, tmp_path: Path
-) -> None:
-    url = local_registry.url
-    topics = PipelineTopics(kafka_bootstrap, partitions=1).create()
-    client = client_for(url)
-    schema_id = client.register_schema(f"{topics.input}-value", Schema(PROTO_ORDER, "PROTOBUF"))
+def test_protobuf_end_to_end(case: Case) -> None:
+    topics, client = case.topics, case.client
+    schema_id = client.register_schema(case.subject, Schema(PROTO_ORDER, "PROTOBUF"))
     inline = {
         "order_id": {"type": "string", "required": True, "min_length": 1},
         "customer": {"type": "string", "required": True},
         "amount": {"type": "number", "required": True},
         "created_at": {"type": "string", "format": "date-time", "required": True},
     }
-    pipeline = write_pipeline(
-        topics, tmp_path, url, format="protobuf", schema=inline, output_format="avro"
-    )
+    pipeline = case.pipeline(format="protobuf", schema=inline, output_format="avro")
     message = _proto_class()
     header = b"\x00" + schema_id.to_bytes(4, "big") + b"\x00"  # message index path [0]
 
@@ -477,54 +523,123 @@ def test_protobuf_end_to_end(
     invalid = framed({**order(7, 0), "order_id": "", "created_at": iso(T0)})  # minLength 1
     bad = [*bad_values(schema_id, good[0][6:])[:2], header + b"\xff\xff", invalid]
 
-    worker = WorkerProcess(topics, tmp_path, args=["--config", str(pipeline)])
-    try:
-        worker.wait_ready()
-        produce(kafka_bootstrap, topics.input, good + bad)
-        wait_drained(kafka_bootstrap, topics, worker)
-    finally:
-        assert worker.stop() == 0, worker.log()
+    case.process(pipeline, good + bad)
 
     read = AvroDeserializer(client)
-    enriched = {
-        r["order_id"]: r
-        for r in (
-            read(m.value(), ctx(topics.enriched))
-            for m in read_all(kafka_bootstrap, topics.enriched)
-        )
-    }
+    enriched = {r["order_id"]: r for r in case.read(topics.enriched, read)}
     assert len(enriched) == 41
     for n in range(40):
         assert enriched[f"o{n}"]["enrichment"] == {"double_amount": 2.0 * n}
         assert enriched[f"o{n}"]["created_at"] == iso(T0 + n * 1000)
-    assert dlq_classes(kafka_bootstrap, topics) == Counter(
+    assert case.dlq_classes() == Counter(
         {"bad_framing": 1, "unknown_schema": 1, "undecodable": 1, "schema_violation": 1}
     )
+
+
+# -- records the output schema refuses: to the DLQ, the worker goes on -------------------------
+
+
+def encode_rejects(case: Case) -> dict[str, str]:
+    """The DLQ's ``encode`` records: their input value (JSON) -> ``dlq.error.message``."""
+    found = {}
+    for m in case.dlq():
+        headers = m.headers() or []
+        assert h.header_value(headers, h.DLQ_STAGE) == b"encode"
+        assert h.header_value(headers, h.DLQ_ERROR_CLASS) == OUTPUT_SCHEMA_VIOLATION.encode()
+        found[m.value().decode()] = (h.header_value(headers, h.DLQ_ERROR_MESSAGE) or b"").decode()
+    return found
+
+
+def test_protobuf_output_read_by_confluent_and_wrong_derived_values_dead_lettered(
+    case: Case,
+) -> None:
+    """The orders shape, plain JSON in, Protobuf out; a derived value of the wrong type
+    (text where the .proto says double) on large orders."""
+    topics = case.topics
+    (case.home / "enriched.proto").write_text(ENRICHED_PROTO)
+    pipeline = case.pipeline(
+        schema_file=str(write_json(case.home / "order.schema.json", JSON_ORDER)),
+        derive={"double_amount": "amount >= 30.0 ? 'too large' : double(amount) * 2.0"},
+        output_format="protobuf",
+        output_schema_file="enriched.proto",
+    )
+    orders = [{**order(n, 0), "created_at": iso(T0 + n * 1000)} for n in range(40)]
+    orders.append({**closer(999), "amount": 1.0, "created_at": iso(T0 + HOUR)})
+    case.process(pipeline, [orjson.dumps(o) for o in orders])
+
+    conf = {"use.deprecated.format": False}
+    read = ProtobufDeserializer(protobuf_message_class(ENRICHED_PROTO, "test"), conf)
+    enriched = {r.order_id: r for r in case.read(topics.enriched, read)}
+    rejected = encode_rejects(case)
+    assert len(enriched) + len(rejected) == len(orders)  # in = out + DLQ
+    assert sorted(enriched) == sorted([f"o{n}" for n in range(30)] + ["o999"])
+    for n in range(30):
+        record = enriched[f"o{n}"]
+        assert record.enrichment.double_amount == 2.0 * n
+        assert (record.event_time_ms, record.customer) == (T0 + n * 1000, f"c{n % 3}")
+    assert sorted(orjson.loads(v)["order_id"] for v in rejected) == [f"o{n}" for n in range(30, 40)]
+    for message in rejected.values():
+        assert "double_amount" in message and "too large" in message, message
+    read_correlation = ProtobufDeserializer(protobuf_message_class(CORRELATION_PROTO, "t"), conf)
+    correlations = case.read(topics.correlations, read_correlation)
+    counted = sum(c.count for c in correlations if c.window_start < T0 + HOUR)
+    assert counted == 40  # correlated before encoding: the rejects are counted too
+    assert {c.rule for c in correlations} == {"orders-per-customer"}
+
+
+def test_observability_events_the_avro_output_refuses_are_dead_lettered(case: Case) -> None:
+    """The bundled observability shape (a pipeline file without a schema of its own), plain
+    JSON in, Avro out: attribute values may be numbers in the input, the output schema's
+    map takes only strings."""
+    topics = case.topics
+    write_json(case.home / "enriched-events.avsc", ENRICHED_EVENT_AVRO)
+    pipeline = case.home / "observability-avro.yaml"
+    spec = {
+        "pipeline": "observability-avro",
+        "schema_registry": {"url": case.url},
+        "output_format": "avro",
+        "output_schema_file": "enriched-events.avsc",
+    }
+    pipeline.write_text(yaml.safe_dump(spec))
+    events = [
+        {
+            "event_id": f"e{n}",
+            "type": "request",
+            "source": f"svc-{n % 2}",
+            "timestamp": T0 + n,
+            "severity": "error" if n % 3 else "info",
+            "attributes": {"retries": n} if n % 5 == 0 else {"region": "eu"},
+        }
+        for n in range(50)
+    ]
+    case.process(pipeline, [orjson.dumps(e) for e in events])
+
+    read = AvroDeserializer(case.client)
+    enriched = {r["event_id"]: r for r in case.read(topics.enriched, read)}
+    rejected = encode_rejects(case)
+    assert len(enriched) + len(rejected) == len(events)
+    assert sorted(orjson.loads(v)["event_id"] for v in rejected) == sorted(
+        f"e{n}" for n in range(0, 50, 5)
+    )
+    for message in rejected.values():
+        assert "attributes" in message and "retries" in message, message
+    assert enriched["e1"]["attributes"] == {"region": "eu"}
+    assert enriched["e1"]["enrichment"]["score"] == 4.0  # error x untiered (unknown service)
 
 
 # -- an incompatible output schema stops the worker at start-up -------------------------------
 
 
-def test_incompatible_output_schema_fails_start_up_with_the_registry_message(
-    kafka_bootstrap: str, local_registry: LocalRegistry, tmp_path: Path
-) -> None:
-    url = local_registry.url
-    topics = PipelineTopics(kafka_bootstrap, partitions=1)
-    client = client_for(url)
-    subject = f"{topics.input}-value"
-    client.register_schema(subject, Schema(V1, "AVRO"))
+def test_incompatible_output_schema_fails_start_up_with_the_registry_message(case: Case) -> None:
+    topics, client = case.topics, case.client
+    client.register_schema(case.subject, Schema(V1, "AVRO"))
     client.register_schema(f"{topics.enriched}-value", Schema(json.dumps(ENRICHED_AVRO), "AVRO"))
-    pipeline = write_pipeline(
-        topics,
-        tmp_path,
-        url,
-        format="avro",
-        schema={"registry_subject": subject},
-        output_format="avro",
+    pipeline = case.pipeline(
+        format="avro", schema={"registry_subject": case.subject}, output_format="avro"
     )
     incompatible = dict(ENRICHED_AVRO)
     incompatible["fields"] = [*ENRICHED_AVRO["fields"], {"name": "region", "type": "string"}]  # type: ignore[list-item]
-    (tmp_path / "enriched.avsc").write_text(json.dumps(incompatible))
+    write_json(case.home / "enriched.avsc", incompatible)
     result = subprocess.run(
         [sys.executable, "-m", "stream.cli", "worker", "--config", str(pipeline)],
         env=topics.env(PYTHONPATH=str(REPO)),

@@ -16,7 +16,6 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,28 +32,15 @@ from stream import registry
 from stream.cli import main as stream_main
 from stream.errors import ConfigError, TransientError
 from stream.formats import FormatEncoder, make_decoder
-from stream.localbroker import free_port_pair
 from tests.conftest import unique_name
+from tests.support.registry import LocalRegistry, running_registry
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
-@dataclass(frozen=True)
-class LocalRegistry:
-    port: int
-    home: Path
-    app: Path
-    url: str
-
-
 @pytest.fixture(scope="session")
 def local_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalRegistry]:
-    app = registry.ensure_distribution()  # the shared $STREAM_HOME cache
-    home = tmp_path_factory.mktemp("registry-home")
-    port = free_port_pair()
-    url = registry.start(port, home, app=app)
-    yield LocalRegistry(port, home, app, url)
-    registry.stop(port, home)
+    yield from running_registry(tmp_path_factory, "registry-home")
 
 
 @pytest.fixture(scope="session")

@@ -31,7 +31,7 @@ from stream.testing import PipelineDriver
 URL = "http://registry.invalid:8081"
 T0 = "2026-12-02T10:00:00Z"
 
-ENRICHED_AVRO = {
+ENRICHED_AVRO: dict[str, Any] = {
     "type": "record",
     "name": "Enriched",
     "namespace": "shop",
@@ -59,7 +59,7 @@ message Enriched {
   Enrichment enrichment = 4;
 }
 """
-ORDER_SCHEMA = {
+ORDER_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "order_id": {"type": "string"},
@@ -126,7 +126,7 @@ def test_avro_records_that_do_not_fit_are_rejects_naming_the_field(
     assert len(out) == 2
     for payload, n in zip(out, (0, 2), strict=True):
         assert payload[:5] == b"\x00" + (100).to_bytes(4, "big")
-        record = schemaless_reader(BytesIO(payload[5:]), parsed)
+        record: Any = schemaless_reader(BytesIO(payload[5:]), parsed)
         assert record["order_id"] == f"o{n}" and record["enrichment"] == {"size": float(n)}
 
 
