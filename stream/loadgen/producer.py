@@ -21,6 +21,7 @@ one process would send for that seed, only interleaved differently.
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing
 import queue
 import signal
@@ -142,8 +143,41 @@ class LoadReport:
         return line
 
 
-def producer_config(options: LoadOptions, on_delivery: Callable[..., None]) -> dict[str, Any]:
+#: How often librdkafka reports statistics to :class:`ProducerIdWatch` (one small JSON
+#: string each, ignored once the producer id is known).
+STATS_INTERVAL_MS: Final = 100
+#: How long the warm-up waits for the idempotent producer's id (a fresh broker loads its
+#: transaction coordinator first: ~2 s measured).
+PID_TIMEOUT_S: Final = 15.0
+
+
+class ProducerIdWatch:
+    """``stats_cb``: notes when the idempotent producer has its producer id.
+
+    The id comes from an InitProducerId round trip after the first connection; until
+    it is ``Assigned`` every record waits in the queue. librdkafka reports the state
+    only in its statistics (``eos.idemp_state``), so they are read until it is.
+    """
+
+    def __init__(self) -> None:
+        self.ready = False
+
+    def __call__(self, stats: str) -> None:
+        if self.ready:
+            return
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            self.ready = json.loads(stats).get("eos", {}).get("idemp_state") == "Assigned"
+
+
+def producer_config(
+    options: LoadOptions,
+    on_delivery: Callable[..., None],
+    pid_watch: ProducerIdWatch | None = None,
+) -> dict[str, Any]:
     idempotent = options.acks in ("all", "-1")
+    watch: dict[str, Any] = {}
+    if idempotent and pid_watch is not None:
+        watch = {"statistics.interval.ms": STATS_INTERVAL_MS, "stats_cb": pid_watch}
     return quiet_config(
         options.bootstrap,
         **{
@@ -157,6 +191,7 @@ def producer_config(options: LoadOptions, on_delivery: Callable[..., None]) -> d
             "message.timeout.ms": 60_000,
             "delivery.report.only.error": True,
             "on_delivery": on_delivery,
+            **watch,
             **options.producer_config,
         },
     )
@@ -194,17 +229,24 @@ class _Slice:
         return invalid, late
 
 
-def _warm_up(producer: Producer, topic: str) -> None:
-    """Connect and learn the topic's leaders before the clock starts.
+def _warm_up(producer: Producer, topic: str, pid_watch: ProducerIdWatch | None = None) -> None:
+    """Connect, learn the topic's leaders and (idempotent producer) get the producer id
+    before the clock starts.
 
     Otherwise the first few hundred milliseconds of records wait in the queue for
     the connection, metadata and producer id, then leave as one burst: a rate
     that is not the asked one, and a latency spike in every benchmark that is the
-    load generator's, not the system's. An unreachable broker is reported by the
-    sending loop as before.
+    load generator's, not the system's (the bench's start-up spike was traced to the
+    producer id round trip). An unreachable broker is reported by the sending loop
+    as before; a producer id still missing after :data:`PID_TIMEOUT_S` is left to it.
     """
     with contextlib.suppress(KafkaException):
         producer.list_topics(topic, timeout=10.0)
+    if pid_watch is None:
+        return
+    deadline = time.monotonic() + PID_TIMEOUT_S
+    while not pid_watch.ready and time.monotonic() < deadline:
+        producer.poll(0.02)
 
 
 def run_slice(
@@ -231,7 +273,8 @@ def run_slice(
             if not errors:
                 errors.append(error.str())
 
-    producer = Producer(producer_config(options, on_delivery))
+    pid_watch = ProducerIdWatch()
+    producer = Producer(producer_config(options, on_delivery, pid_watch))
     produce = producer.produce
     poll = producer.poll
     topic = options.topic
@@ -251,7 +294,7 @@ def run_slice(
         counters[base + _INVALID] = invalid
         counters[base + _LATE] = late
 
-    _warm_up(producer, topic)
+    _warm_up(producer, topic, pid_watch if options.acks in ("all", "-1") else None)
     if started is not None:
         started()
     start = time.monotonic()
