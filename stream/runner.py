@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from stream.checkpoint import Checkpointer
 from stream.config import Settings
@@ -427,8 +427,9 @@ class BatchRunner:
 
     def busy_partitions(self) -> set[int]:
         """Owned partitions that must not count as idle: records of them fetched and not
-        through the chain yet (the idle clock restarts when the last one is), or all of
-        them while the input is paused (what waits in Kafka is unknown).
+        through the chain yet (the idle clock restarts when the last one is), records the
+        client has not handed to the chain yet, or all of them while the input is paused
+        (what waits in Kafka is unknown).
 
         Batches fetched before a partition was (re)assigned or rewound are dropped in
         the chain and no longer count.
@@ -440,7 +441,33 @@ class BatchRunner:
         for stale in [p for p, (_, epoch) in fetched.items() if epoch < owned.get(p, epoch + 1)]:
             del fetched[stale]
             finished.pop(stale, None)
-        return {p for p, last in fetched.items() if finished.get(p) != last}
+        busy = {p for p, last in fetched.items() if finished.get(p) != last}
+        return busy | self._not_fetched_yet(owned)
+
+    def _not_fetched_yet(self, owned: Iterable[int]) -> set[int]:
+        """Partitions with records the client holds (or the broker has) beyond what the
+        chain was given: their cached high watermark is above the consumer's position.
+
+        Under a backlog, ``consume`` hands out one partition's records after another's, and
+        a partition can wait seconds in librdkafka's queue. The position moves past
+        transaction markers, so a caught-up transactional input is not busy. A partition
+        not consumed from since its assignment has no position and is not counted.
+        """
+        tps = [TopicPartition(self._input, p) for p in owned]
+        if not tps:
+            return set()
+        try:
+            positions = self._consumer.position(tps)
+        except KafkaException:
+            return set()
+        behind: set[int] = set()
+        for tp in positions:
+            if tp.offset < 0:
+                continue
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if high > tp.offset:
+                behind.add(tp.partition)
+        return behind
 
     def checkpoint_due(self) -> bool:
         return self.failed is None and self.checkpointer.due()

@@ -130,6 +130,7 @@ class Load:
         self.keys = keys
         self.produced = 0
         self.distinct = 1
+        self._cursor = -1
         self.stop = threading.Event()
         self._producer = Producer(
             {"bootstrap.servers": bootstrap, "linger.ms": 10, "compression.type": "lz4"}
@@ -152,8 +153,11 @@ class Load:
             distinct = self.distinct
             while self.produced < due:
                 i = self.produced
-                # New keys first, then the whole space: every key in it is used.
-                key = i % distinct
+                # A cursor walking the whole key space round and round (it grows under the
+                # cursor): a window holds min(key space, events per window) distinct keys.
+                # (``i % distinct`` did not: with the modulus growing a little every step,
+                # consecutive events reused a few hundred keys and the cap was never reached.)
+                key = self._cursor = (self._cursor + 1) % distinct
                 try:
                     producer.produce(topic, event(i, key, now_ms), b"k-%d" % key)
                 except BufferError:
@@ -168,8 +172,11 @@ class Load:
         self._thread.join()
 
 
-def measure_capacity(topics: PipelineTopics, home: Path, events: int = 300_000) -> float:
-    """Events/s one worker drains from a backlog (first to last consumed sample)."""
+def measure_capacity(
+    topics: PipelineTopics, home: Path, pipeline: Path, events: int = 300_000
+) -> float:
+    """Events/s one worker running the soak pipeline drains from a backlog (first to last
+    consumed sample), in the same run as the soak: the machine is shared, its load varies."""
     producer = Producer({"bootstrap.servers": topics.bootstrap, "linger.ms": 20})
     now_ms = int(time.time() * 1000)
     for i in range(events):
@@ -181,7 +188,7 @@ def measure_capacity(topics: PipelineTopics, home: Path, events: int = 300_000) 
             except BufferError:
                 producer.poll(0.05)
     producer.flush(60)
-    worker = WorkerProcess(topics, home)
+    worker = WorkerProcess(topics, home, args=["--config", str(pipeline)])
     try:
         worker.wait_ready(timeout=90)
         first: tuple[float, float] | None = None
@@ -217,13 +224,14 @@ def run_soak(
     say: object = print,
 ) -> SoakResult:
     home.mkdir(parents=True, exist_ok=True)
-    capacity = None
-    if rate is None:
-        capacity = measure_capacity(PipelineTopics(bootstrap, partitions=PARTITIONS).create(), home)
-        rate = max(1000, int(capacity / 2))
-        say(f"measured capacity {capacity:,.0f} events/s: soaking at {rate:,}/s")  # type: ignore[operator]
     pipeline = home / "soak-pipeline.yaml"
     pipeline.write_text(PIPELINE.format(max_keys=max_keys, idle_timeout_ms=idle_timeout_ms))
+    capacity = None
+    if rate is None:
+        fresh = PipelineTopics(bootstrap, partitions=PARTITIONS).create()
+        capacity = measure_capacity(fresh, home, pipeline)
+        rate = max(1000, int(capacity / 2))
+        say(f"measured capacity {capacity:,.0f} events/s: soaking at {rate:,}/s")  # type: ignore[operator]
     topics = PipelineTopics(bootstrap, partitions=PARTITIONS).create()
     result = SoakResult(rate, seconds, keys, max_keys, capacity, idle_timeout_ms)
     load_start = 0.0
