@@ -11,8 +11,11 @@ timers, agents — and the data moves like this::
               └─▶ process_batches agent  BatchRunner.process(batch) → produce
     PipelineService._tick (1 s timer)   reference updates, idle windows, checkpoint, gauges
 
-Everything runs on the one event-loop thread, so rebalance callbacks (served
-inside ``consume``) never race with batch processing. The Kafka consumer and
+Everything that touches the runner holds one lock, so rebalance callbacks (served
+inside ``consume``) never race with batch processing; the fetch, checkpoints and the
+links that may block (user stages, enrich with its lookups) run in a thread under
+it, so the event loop keeps answering ``/health`` — which names a link that has
+blocked for too long (:mod:`stream.runtime.liveness`). The Kafka consumer and
 producer are confluent-kafka (librdkafka): measured fastest here (DESIGN.md §2).
 
 Faust's own Kafka client (aiokafka consumer, producer, leader assignor) is not
@@ -53,7 +56,8 @@ from stream.observability.tracing import BatchTracer
 from stream.pipeline import build_stages, uses_registry
 from stream.resilience.circuit_breaker import CircuitBreaker
 from stream.runner import BatchRunner
-from stream.runtime.steps import DependencyUnavailable
+from stream.runtime.liveness import Liveness, Stall
+from stream.runtime.steps import ENRICH, DependencyUnavailable
 from stream.runtime.user_steps import UserStep
 from stream.runtime.work import WorkBatch
 
@@ -211,6 +215,9 @@ class PipelineService(mode.Service):
         self._checkpointing: asyncio.Future[None] | None = None
         #: Set by on_stop once the runner (and its consumer) is closed.
         self._closed = False
+        #: Links running now, for /health (a stage blocking its thread).
+        self.liveness = Liveness()
+        self._stall_logged: str | None = None
 
     async def on_start(self) -> None:
         s = self.settings
@@ -306,8 +313,8 @@ class PipelineService(mode.Service):
         if runner is None or not self.ready:
             return
         try:
-            self.feeds.poll()
-            async with self._runner_lock:
+            async with self._runner_lock:  # the enrich link may be reading the tables in a thread
+                self.feeds.poll()
                 runner.tick(checkpoint=False)
                 await self._checkpoint_if_due(runner)
         except Exception as exc:
@@ -328,6 +335,12 @@ class PipelineService(mode.Service):
             if isinstance(step, UserStep) and step.is_async:
                 if not await self._run_async(runner, step, work):
                     return False
+            elif isinstance(step, UserStep) or step.name == ENRICH:
+                # May block (a user's function, a lookup): in a thread, watched by /health.
+                async with self._runner_lock:
+                    with self.liveness.busy(step.name):
+                        if not await asyncio.to_thread(runner.run_step, step, work):
+                            return False
             else:
                 async with self._runner_lock:
                     if not runner.run_step(step, work):
@@ -401,8 +414,28 @@ class PipelineService(mode.Service):
         )
 
     def healthy(self) -> bool:
+        return self.stall() is None
+
+    def stall(self) -> Stall | None:
+        """What stalls the worker: a link running for longer than ``HEALTH_STALE_SECONDS``
+        (a stage blocking its thread), or the poll loop silent for that long."""
         runner = self.runner
-        return runner is not None and time.time() - runner.last_poll < HEALTH_STALE_SECONDS
+        if runner is None:
+            return Stall("start-up", 0.0)
+        blocked = self.liveness.stalled(HEALTH_STALE_SECONDS)
+        if blocked is not None:
+            if blocked.stage != self._stall_logged:
+                self._stall_logged = blocked.stage
+                log.error(
+                    "stage %s has not returned for %.0fs: /health reports it stalled (the "
+                    "liveness probe restarts the worker; uncommitted records are replayed)",
+                    blocked.stage,
+                    blocked.seconds,
+                )
+            return blocked
+        self._stall_logged = None
+        silent = time.time() - runner.last_poll
+        return Stall("fetch", silent) if silent >= HEALTH_STALE_SECONDS else None
 
 
 def chain_names(settings: Settings) -> list[str]:
@@ -471,8 +504,11 @@ def create_app(settings: Settings) -> tuple[faust.App, PipelineService]:
 
     @app.page("/health")
     async def health_view(web: Any, request: Any) -> Any:
-        ok = service.healthy()
-        return web.json({"status": "ok" if ok else "stalled"}, status=200 if ok else 503)
+        stall = service.stall()
+        if stall is None:
+            return web.json({"status": "ok"})
+        body = {"status": "stalled", "stage": stall.stage, "seconds": round(stall.seconds, 1)}
+        return web.json(body, status=503)
 
     @app.page("/ready")
     async def ready_view(web: Any, request: Any) -> Any:
