@@ -32,8 +32,11 @@ def produce(
     rate: float = 0.0,
     duration: float | None = None,
     progress: TextIO | None = None,
+    fmt: str = "json",
+    registry_url: str | None = None,
 ) -> LoadReport:
-    """Send ``count`` generated events (at ``rate``/s when given) and wait for acks."""
+    """Send ``count`` generated events (at ``rate``/s when given) and wait for acks;
+    ``fmt`` other than json frames them for the registry at ``registry_url``."""
     generator = GeneratorConfig(
         seed=seed,
         invalid_ratio=invalid_ratio,
@@ -49,6 +52,8 @@ def produce(
         rate=rate,
         processes=2 if many else 1,
         generator=generator,
+        format=fmt,
+        registry_url=registry_url,
     )
     return run_load(options, progress_stream=progress)
 

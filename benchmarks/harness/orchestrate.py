@@ -14,6 +14,10 @@ Order of events::
     delete the run's topics; write benchmarks/results/bench-<UTC>.json
     (and, when latency was measured, bench-<UTC>-latency.png: ``latency_plot``)
 
+``--format avro`` adds the ``stream-avro`` row after ``stream`` (``benchmarks.harness.formats``):
+the same events framed as Avro on an input topic of their own, a schema registry for the
+run (``$STREAM_SCHEMA_REGISTRY_URL`` or a local one), the same output checks.
+
 The orders workload (``benchmarks.harness.orders``) has its own input topic, customer
 table topic, an HTTP exchange-rate service served by this process and the orders
 pipeline file written per row; only the product's rows run it (ceiling, stream,
@@ -37,7 +41,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +51,7 @@ from benchmarks.harness import report
 from benchmarks.harness.broker import BrokerInfo, broker_session
 from benchmarks.harness.cluster import COMPACTED, Cluster, TopicSet
 from benchmarks.harness.console import Console
+from benchmarks.harness.formats import FORMAT_ROWS, registry_session, write_format_pipeline
 from benchmarks.harness.latency import WARMUP, measure_latency, planned_events
 from benchmarks.harness.load import average_record_bytes, produce
 from benchmarks.harness.orders import (
@@ -130,6 +135,8 @@ class BenchOptions:
     eos_commit_interval: float | None = None
     #: Draw the latency timeline PNG next to the JSON (matplotlib, in a bench-only venv).
     plot: bool = True
+    #: Input formats measured beside JSON (``--format avro``: the ``stream-avro`` row).
+    formats: tuple[str, ...] = ()
 
     def check(self) -> None:
         if self.events < 1:
@@ -153,6 +160,15 @@ class BenchOptions:
             )
         if self.eos_commit_interval is not None and self.eos_commit_interval <= 0:
             raise ConfigError("--eos-commit-interval", "must be positive")
+        unknown_formats = set(self.formats) - set(FORMAT_ROWS)
+        if unknown_formats:
+            raise ConfigError(
+                "--format",
+                f"unknown format {', '.join(sorted(unknown_formats))}; "
+                f"formats: {', '.join(FORMAT_ROWS)} (json is always measured: the stream row)",
+            )
+        if self.formats and OBSERVABILITY not in self.workloads:
+            raise ConfigError("--format", "the format rows run on the observability workload")
 
     @property
     def measures_latency(self) -> bool:
@@ -176,9 +192,16 @@ def select_workloads(text: str | None) -> tuple[str, ...]:
     return tuple(w for w in WORKLOADS if w in chosen)
 
 
-def rows_of(workload: str, rows: tuple[str, ...]) -> tuple[str, ...]:
-    """The selected rows that run on ``workload``."""
-    return rows if workload == OBSERVABILITY else tuple(r for r in rows if r in ORDERS_ROWS)
+def rows_of(workload: str, rows: tuple[str, ...], formats: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The selected rows that run on ``workload``; on observability, each ``--format``
+    row right after ``stream`` (or last, without it)."""
+    if workload != OBSERVABILITY:
+        return tuple(r for r in rows if r in ORDERS_ROWS)
+    extra = [FORMAT_ROWS[f] for f in formats]
+    if not extra:
+        return rows
+    at = rows.index(STREAM) + 1 if STREAM in rows else len(rows)
+    return (*rows[:at], *extra, *rows[at:])
 
 
 def select_rows(only: str | None, skip: str | None) -> tuple[str, ...]:
@@ -217,6 +240,10 @@ class Run:
     #: The workload whose rows run now, and (orders) its exchange-rate service.
     workload: str = OBSERVABILITY
     fx: FxService | None = None
+    #: ``--format`` rows: the registry, and each row's own input topic and ground truth.
+    registry_url: str | None = None
+    format_inputs: dict[str, str] = field(default_factory=dict)
+    format_truths: dict[str, GroundTruth] = field(default_factory=dict)
 
     def slug(self, name: str) -> str:
         """``name`` in topic names and file names: ``orders-stream`` for the orders row."""
@@ -225,7 +252,7 @@ class Run:
     def topics(self, name: str, input_topic: str | None = None) -> TopicSet:
         return TopicSet(
             prefix=f"{self.run_id}.{self.slug(name)}",
-            input=input_topic or self.input_topic,
+            input=input_topic or self.format_inputs.get(name) or self.input_topic,
             reference=self.reference_topic,
             partitions=self.options.partitions,
         )
@@ -252,7 +279,9 @@ def run_bench(options: BenchOptions, console: Console) -> BenchResult:
     load_before = report.load_average()
     run_dir = Path(tempfile.mkdtemp(prefix="stream-bench-"))
     peers = prepare_peers(options.rows, console)
-    plan = [(w, name) for w in options.workloads for name in rows_of(w, options.rows)]
+    plan = [
+        (w, name) for w in options.workloads for name in rows_of(w, options.rows, options.formats)
+    ]
     notes: list[str] = []
     if ORDERS in options.workloads:
         left_out = [r for r in options.rows if r not in ORDERS_ROWS]
@@ -263,18 +292,22 @@ def run_bench(options: BenchOptions, console: Console) -> BenchResult:
             )
     inputs: dict[str, dict[str, Any]] = {}
     rows: list[Row] = []
-    with broker_session(options.bootstrap, console.stream) as broker:
+    registry = registry_session(run_dir) if options.formats else nullcontext(None)
+    with broker_session(options.bootstrap, console.stream) as broker, registry as registry_url:
         check_broker(broker.bootstrap, timeout=10.0)
         cluster = Cluster(broker.bootstrap)
         run = Run(options, broker, cluster, console, run_dir, peers=peers)
+        run.registry_url = registry_url
         try:
             for workload in options.workloads:
                 run.workload = workload
-                names = rows_of(workload, options.rows)
+                names = rows_of(workload, options.rows, options.formats)
                 if not names:
                     continue
                 if workload == OBSERVABILITY:
                     inputs[workload] = prepare_input(run)
+                    for fmt in options.formats:
+                        inputs[fmt] = prepare_format_input(run, fmt)
                     rows += [
                         run_row(run, n, plan.index((workload, n)) + 1, len(plan)) for n in names
                     ]
@@ -384,6 +417,42 @@ def prepare_input(run: Run) -> dict[str, Any]:
     }
 
 
+def prepare_format_input(run: Run, fmt: str) -> dict[str, Any]:
+    """The run's events again, framed as ``fmt`` (same seed: same events, same truth)."""
+    o, cluster = run.options, run.cluster
+    assert run.registry_url is not None, "format rows run inside the registry session"
+    row = FORMAT_ROWS[fmt]
+    topic = f"{run.run_id}.events-{fmt}"
+    cluster.create([TopicSpec(topic, o.partitions)])
+    run.console.say(f"producing {o.events:,} {fmt} events to {topic}")
+    loaded = produce(
+        cluster.bootstrap,
+        topic,
+        o.events,
+        seed=o.seed,
+        invalid_ratio=o.invalid_ratio,
+        fmt=fmt,
+        registry_url=run.registry_url,
+    )
+    if not loaded.ok or loaded.acknowledged != o.events:
+        raise BrokerUnavailableError(
+            f"producing the {fmt} input failed: "
+            f"{loaded.first_error or 'not every record acknowledged'}"
+        )
+    run.format_inputs[row] = topic
+    run.format_truths[row] = GroundTruth(events=o.events, invalid=loaded.invalid)
+    return {
+        "format": fmt,
+        "topic": topic,
+        "events": o.events,
+        "valid": o.events - loaded.invalid,
+        "invalid": loaded.invalid,
+        "partitions": o.partitions,
+        "registry_url": run.registry_url,
+        "produced_events_per_s": round(loaded.events_per_s),
+    }
+
+
 def prepare_orders_input(run: Run) -> dict[str, Any]:
     """The orders input topic, the customer table topic (seeded) and the orders."""
     o, cluster = run.options, run.cluster
@@ -441,7 +510,9 @@ def run_row(run: Run, name: str, index: int, total: int | None = None) -> Row:
     if name == STREAM_EOS:
         row.detail["processing_guarantee"] = "exactly_once"
         row.detail["commit_interval_s"] = o.eos_commit_interval or _default_commit_interval()
-    if name in o.latency_rows and name in LATENCY_ROWS:
+    if name in FORMAT_ROWS.values():
+        row.latency_note = "not measured: the format rows measure throughput and CPU only"
+    elif name in o.latency_rows and name in LATENCY_ROWS:
         if run.workload != OBSERVABILITY:
             row.latency_note = "not measured: latency runs use the observability workload"
         else:
@@ -553,9 +624,13 @@ def make_system(
             args,
             output_topics=(topics.enriched,),
         )
-    if name in WORKER_ROWS:
+    if name in WORKER_ROWS or name in FORMAT_ROWS.values():
         config = None
-        if run.workload == ORDERS:
+        if name in FORMAT_ROWS.values():
+            assert run.registry_url is not None, "format rows run inside the registry session"
+            fmt = next(f for f, row in FORMAT_ROWS.items() if row == name)
+            config = write_format_pipeline(run_dir / f"{topics.prefix}.yaml", fmt, run.registry_url)
+        elif run.workload == ORDERS:
             assert run.fx is not None, "the orders rows run inside the fx service"
             config = write_pipeline(
                 run_dir / f"{topics.prefix}.yaml", topics, run.reference_topic, run.fx.url
@@ -596,7 +671,7 @@ def make_system(
 def _checker(run: Run, name: str, topics: TopicSet) -> Callable[[Row], None]:
     if name == CEILING:
         return lambda row: check_copy(row, run.cluster, topics.enriched, run.truth)
-    truth, orders = run.truth, run.workload == ORDERS
+    truth, orders = run.format_truths.get(name, run.truth), run.workload == ORDERS
 
     def check(row: Row) -> None:
         check_pipeline(

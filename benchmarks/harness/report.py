@@ -25,6 +25,7 @@ from benchmarks.harness.rows import (
     ORDERS,
     QUIX,
     STREAM,
+    STREAM_AVRO,
     STREAM_EOS,
     Row,
     row_label,
@@ -217,7 +218,8 @@ def latency_summary(lat: Any) -> str:
 
 def comparisons(rows: Sequence[Row]) -> list[dict[str, Any]]:
     """The run's ratios against the observability ``stream`` row (same run only): the
-    orders workload (target >= 75%) and exactly-once (target >= 70%)."""
+    orders workload (target >= 75%), exactly-once (target >= 70%) and Avro input (the
+    per-record cost of the format: no target)."""
     by_name = {r.name: r for r in rows}
     base = by_name.get(STREAM)
     out: list[dict[str, Any]] = []
@@ -227,6 +229,7 @@ def comparisons(rows: Sequence[Row]) -> list[dict[str, Any]]:
         (row_label(ORDERS, STREAM), ORDERS_TARGET_PERCENT),
         (STREAM_EOS, EOS_TARGET_PERCENT),
         (row_label(ORDERS, STREAM_EOS), None),
+        (STREAM_AVRO, None),
     ):
         row = by_name.get(name)
         if row is None or not row.ok or not row.events_per_s:
@@ -251,7 +254,7 @@ def comparisons(rows: Sequence[Row]) -> list[dict[str, Any]]:
             {
                 "row": name,
                 "base": STREAM,
-                "workload": OBSERVABILITY if name == STREAM_EOS else ORDERS,
+                "workload": OBSERVABILITY if name in (STREAM_EOS, STREAM_AVRO) else ORDERS,
                 "percent_of_stream": round(percent, 1),
                 "percent_of_stream_by_cpu": (
                     round(100 * base_cpu / cpu, 1) if cpu and base_cpu else None

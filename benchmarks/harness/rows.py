@@ -16,6 +16,8 @@ STREAM_X2: Final = "stream-x2"
 QUIX: Final = "quix"
 FAUST: Final = "faust-per-event"
 KSTREAMS: Final = "kstreams"
+#: ``--format avro``: the worker over the same events framed as Avro (JSON output).
+STREAM_AVRO: Final = "stream-avro"
 #: Every row, in the order they run and are printed.
 ROW_NAMES: Final = (CEILING, STREAM, STREAM_EOS, STREAM_X2, QUIX, FAUST, KSTREAMS)
 #: The worker's rows (``stream worker`` processes).
@@ -36,6 +38,8 @@ DESCRIPTIONS: Final = {
     FAUST: "the same pipeline as per-event Faust agents (benchmarks/peers/faust_per_event.py)",
     KSTREAMS: "the same pipeline in Kafka Streams (benchmarks/peers/kstreams), best of 1 and 2 "
     "stream threads",
+    STREAM_AVRO: "one `stream worker` with format: avro over the same events in Avro "
+    "(--format avro; schema registry)",
 }
 
 #: Workloads (input shapes and pipelines): the bundled observability pipeline, on which

@@ -25,6 +25,10 @@ Against one broker and the same pre-produced input, run in turn:
   faust-per-event  the same pipeline as per-event Faust agents (benchmarks/peers/faust_per_event.py)
   kstreams         the same pipeline in Kafka Streams (benchmarks/peers/kstreams; Java 17+ and
                    Maven), after a JIT warm-up pass, best of 1 and 2 stream threads
+  stream-avro      with --format avro, after `stream`: the worker with `format: avro` over the
+                   same events framed as Avro (own input topic; JSON output; throughput and
+                   CPU only). Needs a schema registry: $STREAM_SCHEMA_REGISTRY_URL, or a
+                   local one started for the run as `stream registry start` does (Java 21+)
 
 and report for each: events/s, CPU seconds per million events, peak RSS, and
 end-to-end latency p50/p99 (input produce time -> output append time) at a fixed
@@ -55,6 +59,7 @@ examples:
   stream bench --events 200000 --only stream,quix
   stream bench --skip faust-per-event --latency-rate 20000 --json
   stream bench --events 200000 --workload observability,orders --only ceiling,stream,stream-eos
+  stream bench --events 300000 --only stream --format avro --latency-rate 0   # Avro vs JSON
 """
 
 
@@ -100,6 +105,14 @@ def register(subparsers: Any) -> None:
         default="observability",
         help="observability, orders, or both comma-separated (or 'all'); the orders "
         "workload runs the ceiling, stream and stream-eos rows (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--format",
+        metavar="FORMAT,...",
+        default="",
+        help="input formats measured beside JSON, each a row after `stream`: avro "
+        "(row stream-avro; needs a schema registry, started for the run if "
+        "$STREAM_SCHEMA_REGISTRY_URL is not set)",
     )
     parser.add_argument(
         "--eos-commit-interval",
@@ -198,6 +211,9 @@ def run_bench_command(args: argparse.Namespace) -> int:
             workloads=select_workloads(args.workload),
             eos_commit_interval=args.eos_commit_interval,
             plot=not args.no_plot,
+            formats=tuple(
+                f.strip() for f in args.format.split(",") if f.strip() != "json" and f.strip()
+            ),
         )
         options.check()
     except ConfigError as exc:

@@ -65,25 +65,34 @@ def avro_payload(schema: str) -> Payload:
 
 
 def _avro_reason(parsed: Any, record: Any, exc: Exception) -> str:
+    """``field shop.Order.amount: str 'x', expected double`` — per field, what was there
+    and what each schema branch wanted (a union lists them all)."""
     try:
         validate(record, parsed, raise_errors=True)
     except ValidationError as invalid:
-        seen: dict[str, list[str]] = {}
+        seen: dict[str, dict[str, list[str]]] = {}
         for error in invalid.errors:
-            expected = error.schema if isinstance(error.schema, str) else "a record"
-            got = (
-                "missing"
-                if error.datum is None
-                else f"{type(error.datum).__name__} {error.datum!r:.60}"
-            )
-            seen.setdefault(str(error.field), [got]).append(expected)
+            schema = error.schema
+            expected = schema if isinstance(schema, str) else _avro_kind(schema)
+            datum = error.datum
+            got = "missing" if datum is None else f"{type(datum).__name__} {datum!r:.60}"
+            seen.setdefault(str(error.field), {}).setdefault(got, []).append(expected)
         return "; ".join(
-            f"field {field}: {got[0]}, expected {' or '.join(got[1:])}"
-            for field, got in seen.items()
+            f"field {field}: "
+            + " / ".join(f"{got}, expected {' or '.join(wanted)}" for got, wanted in gots.items())
+            for field, gots in seen.items()
         )
     except Exception:  # the validator itself could not say; the writer's words will do
         pass
     return f"{type(exc).__name__}: {exc}"
+
+
+def _avro_kind(schema: Any) -> str:
+    if isinstance(schema, dict):
+        kind = schema.get("type")
+        name = schema.get("name")
+        return f"{kind} {name}" if isinstance(name, str) else str(kind)
+    return "a union" if isinstance(schema, list) else str(schema)
 
 
 def protobuf_payload(schema: str, label: str) -> Payload:

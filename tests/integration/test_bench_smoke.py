@@ -2,7 +2,9 @@
 outputs account for every input record; latency runs match every valid event. Both
 workloads: the observability rows (peers included, and the exactly-once worker) and the
 orders rows (ceiling, stream, stream-eos on ``stream/pipelines/orders.yaml`` with the
-customer topic and the fx HTTP service the harness provides).
+customer topic and the fx HTTP service the harness provides). ``--format avro`` adds the
+``stream-avro`` row (the same events framed as Avro, a local schema registry started for
+the run): about 10 s more here, checked like ``stream``.
 
 The peers run from their own environments (virtual environments, the Kafka Streams jar),
 built once per machine into ``$STREAM_HOME``: the test passes the session's so that the
@@ -23,7 +25,16 @@ from benchmarks.peers import envs
 from stream.localbroker.paths import HOME_ENV, resolve_home
 
 EVENTS = 20_000
-ROWS = ["ceiling", "stream", "stream-eos", "stream-x2", "quix", "faust-per-event", "kstreams"]
+ROWS = [
+    "ceiling",
+    "stream",
+    "stream-avro",
+    "stream-eos",
+    "stream-x2",
+    "quix",
+    "faust-per-event",
+    "kstreams",
+]
 ORDERS_ROWS = ["orders/ceiling", "orders/stream", "orders/stream-eos"]
 
 pytestmark = pytest.mark.broker
@@ -42,7 +53,7 @@ def test_bench_smoke_every_row_correct(kafka_bootstrap: str, tmp_path: Path) -> 
         *("--latency-seconds", "3", "--latency-rate", "5000"),
         # the per-event Faust peer needs the most time to start and stop: no latency run
         *("--latency-rows", "ceiling,stream,quix,kstreams"),
-        *("--workload", "all", "--no-plot"),
+        *("--workload", "all", "--no-plot", "--format", "avro"),
         *("--timeout", "120", "--results-dir", str(tmp_path), "--json"),
     ]
     result = subprocess.run(
@@ -83,6 +94,13 @@ def test_bench_smoke_every_row_correct(kafka_bootstrap: str, tmp_path: Path) -> 
         assert outputs["enriched"] == source["valid"], name
         assert outputs["dlq"] == source["invalid"], name
     assert rows["stream-eos"]["detail"]["processing_guarantee"] == "exactly_once"
+    avro = document["inputs"]["avro"]  # the same events (same seed), framed as Avro
+    assert (avro["format"], avro["valid"], avro["invalid"]) == (
+        "avro",
+        source["valid"],
+        source["invalid"],
+    )
+    assert rows["stream-avro"]["latency_ms"] is None
 
     # orders: own input (kinds of invalid orders), joins served by the harness, every
     # valid order enriched once with the right derived amount on a sample
@@ -101,7 +119,7 @@ def test_bench_smoke_every_row_correct(kafka_bootstrap: str, tmp_path: Path) -> 
             assert checked["distinct_enriched"] == truth["valid"], name
             assert checked["sampled"] > 100 and checked["sample_errors"] == 0, name
     compared = {c["row"]: c for c in document["comparisons"]}
-    assert {"orders/stream", "stream-eos"} <= set(compared)
+    assert {"orders/stream", "stream-eos", "stream-avro"} <= set(compared)
     assert "peers" in " ".join(document["notes"])
 
     # which client each row ran: the product's for ceiling and stream, the peers' own
