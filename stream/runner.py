@@ -449,9 +449,10 @@ class BatchRunner:
         chain was given: their cached high watermark is above the consumer's position.
 
         Under a backlog, ``consume`` hands out one partition's records after another's, and
-        a partition can wait seconds in librdkafka's queue. The position moves past
-        transaction markers, so a caught-up transactional input is not busy. A partition
-        not consumed from since its assignment has no position and is not counted.
+        a partition can wait seconds in librdkafka's queue — after an assignment too, when
+        a restored partition has no position yet: it then counts from its committed offset.
+        librdkafka moves the position past transaction markers (also when a fetch returned
+        only a marker), so a caught-up transactional input is not busy.
         """
         tps = [TopicPartition(self._input, p) for p in owned]
         if not tps:
@@ -460,12 +461,14 @@ class BatchRunner:
             positions = self._consumer.position(tps)
         except KafkaException:
             return set()
+        committed = self.checkpointer.committed
         behind: set[int] = set()
         for tp in positions:
-            if tp.offset < 0:
+            position = tp.offset if tp.offset >= 0 else committed.get(tp.partition, -1)
+            if position < 0:
                 continue
             _, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            if high > tp.offset:
+            if high > position:
                 behind.add(tp.partition)
         return behind
 
