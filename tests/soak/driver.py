@@ -217,7 +217,7 @@ def run_soak(
     seconds: float,
     rate: int | None,
     keys: int,
-    max_keys: int,
+    max_keys: int | None,
     sample_every: float,
     idle_timeout_ms: int = 5_000,
     drain_timeout: float = 120.0,
@@ -225,13 +225,19 @@ def run_soak(
 ) -> SoakResult:
     home.mkdir(parents=True, exist_ok=True)
     pipeline = home / "soak-pipeline.yaml"
-    pipeline.write_text(PIPELINE.format(max_keys=max_keys, idle_timeout_ms=idle_timeout_ms))
+    cap = max_keys or 200_000  # while measuring: every key distinct, the cap is soon full
+    pipeline.write_text(PIPELINE.format(max_keys=cap, idle_timeout_ms=idle_timeout_ms))
     capacity = None
     if rate is None:
         fresh = PipelineTopics(bootstrap, partitions=PARTITIONS).create()
         capacity = measure_capacity(fresh, home, pipeline)
         rate = max(1000, int(capacity / 2))
         say(f"measured capacity {capacity:,.0f} events/s: soaking at {rate:,}/s")  # type: ignore[operator]
+    if max_keys is None:
+        # Half of what a 10 s window would hold: once the key space outgrows it, the cap
+        # (not the window) bounds the state, at whatever rate was measured.
+        max_keys = max(1_000, rate * 5)
+    pipeline.write_text(PIPELINE.format(max_keys=max_keys, idle_timeout_ms=idle_timeout_ms))
     topics = PipelineTopics(bootstrap, partitions=PARTITIONS).create()
     result = SoakResult(rate, seconds, keys, max_keys, capacity, idle_timeout_ms)
     load_start = 0.0
@@ -430,7 +436,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--rate", type=int, help="events/s (default: half the measured capacity)")
     parser.add_argument("--keys", type=int, default=1_000_000, help="distinct keys at the end")
-    parser.add_argument("--max-keys", type=int, default=200_000, help="correlate.max_keys")
+    parser.add_argument(
+        "--max-keys", type=int, help="correlate.max_keys (default: 5 s of input, half a window)"
+    )
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between samples")
     parser.add_argument(
         "--idle-timeout-ms", type=int, default=5_000, help="correlate.idle_timeout_ms"
