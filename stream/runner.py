@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -442,35 +442,8 @@ class BatchRunner:
             del fetched[stale]
             finished.pop(stale, None)
         busy = {p for p, last in fetched.items() if finished.get(p) != last}
-        return busy | self._not_fetched_yet(owned)
-
-    def _not_fetched_yet(self, owned: Iterable[int]) -> set[int]:
-        """Partitions with records the client holds (or the broker has) beyond what the
-        chain was given: their cached high watermark is above the consumer's position.
-
-        Under a backlog, ``consume`` hands out one partition's records after another's, and
-        a partition can wait seconds in librdkafka's queue — after an assignment too, when
-        a restored partition has no position yet: it then counts from its committed offset.
-        librdkafka moves the position past transaction markers (also when a fetch returned
-        only a marker), so a caught-up transactional input is not busy.
-        """
-        tps = [TopicPartition(self._input, p) for p in owned]
-        if not tps:
-            return set()
-        try:
-            positions = self._consumer.position(tps)
-        except KafkaException:
-            return set()
         committed = self.checkpointer.committed
-        behind: set[int] = set()
-        for tp in positions:
-            position = tp.offset if tp.offset >= 0 else committed.get(tp.partition, -1)
-            if position < 0:
-                continue
-            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            if high > position:
-                behind.add(tp.partition)
-        return behind
+        return busy | client_ahead(self._consumer, self._input, owned, committed)
 
     def checkpoint_due(self) -> bool:
         return self.failed is None and self.checkpointer.due()
@@ -478,6 +451,36 @@ class BatchRunner:
     def maybe_checkpoint(self) -> None:
         if self.checkpoint_due():
             self.commits.checkpoint()
+
+
+def client_ahead(
+    consumer: Consumer, topic: str, owned: Iterable[int], committed: Mapping[int, int]
+) -> set[int]:
+    """Partitions with records the client holds (or the broker has) beyond what the
+    chain was given: their cached high watermark is above the consumer's position.
+
+    Under a backlog, ``consume`` hands out one partition's records after another's, and
+    a partition can wait seconds in librdkafka's queue — after an assignment too, when
+    a restored partition has no position yet: it then counts from its ``committed``
+    offset. librdkafka moves the position past transaction markers (also when a fetch
+    returned only a marker), so a caught-up transactional input is not busy.
+    """
+    tps = [TopicPartition(topic, p) for p in owned]
+    if not tps:
+        return set()
+    try:
+        positions = consumer.position(tps)
+    except KafkaException:
+        return set()
+    behind: set[int] = set()
+    for tp in positions:
+        position = tp.offset if tp.offset >= 0 else committed.get(tp.partition, -1)
+        if position < 0:
+            continue
+        _, high = consumer.get_watermark_offsets(tp, cached=True)
+        if high > position:
+            behind.add(tp.partition)
+    return behind
 
 
 def _next_offsets(work: WorkBatch) -> dict[int, int]:
