@@ -7,7 +7,9 @@ what the JSON validation path reads — and prints microseconds per record by wa
 and by this process's CPU time (the stable number on a shared machine), best of
 ``--rounds``. Reference rows show the floor: plain JSON (the identity decoder, and a
 msgspec decode of the same JSON, which is what the validate stage does next), fastavro's
-``schemaless_reader`` alone, and ``orjson.dumps`` of the decoded dict.
+``schemaless_reader`` alone, and ``orjson.dumps`` of the decoded dict. The ``output``
+rows time the other direction: the worker's output encoder (JSON values to Avro,
+Protobuf, or JSON Schema after its check against the compiled schema).
 
 The registry is ``$STREAM_SCHEMA_REGISTRY_URL`` if set, else the project's local one
 (``stream.registry``) on a free port, stopped afterwards.
@@ -240,6 +242,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             assert (
                 not rejects and orjson.loads(out[0] or b"null")["event_id"] == "ev-000000000000"
             ), name
+
+        # Output side: JSON values -> the output format (OutputEncoder.encode_records, what
+        # the router calls per batch; a record the schema refuses would become a reject).
+        from stream.formats.client import make_client
+        from stream.formats.output import OutputEncoder
+
+        for fmt, schema in (
+            ("avro", json.dumps(AVRO_SCHEMA)),
+            ("protobuf", PROTO),
+            ("json_schema", json.dumps(JSON_SCHEMA)),
+        ):
+            topic = f"bench-out-{fmt}-{stamp}"
+            out_encoder = OutputEncoder(fmt, url, make_client(url), {topic: schema}, "topic")
+            out_encoder.register()
+            encoded, refused = out_encoder.encode_records(topic, plain[:3])
+            assert len(encoded) == 3 and not refused, (fmt, refused)
+            run(
+                f"output {fmt} (encode_records)",
+                plain,
+                lambda c, e=out_encoder, t=topic: e.encode_records(t, list(c)),
+            )
 
     print(
         f"{args.records} records, batches of {args.batch}, best of {args.rounds}; "

@@ -144,6 +144,12 @@ def test_protobuf_frames_the_first_message_and_rejects_what_does_not_parse(
     decoded = cls.FromString(out[1][6:])
     assert (decoded.order_id, decoded.event_time_ms, decoded.enrichment.size) == ("o2", 2, 3.0)
 
+    # What only the proto3 JSON mapping takes (int64 as a string, an unknown nested field)
+    mapped = b'{"order_id": "o9", "event_time_ms": "9", "enrichment": {"size": 1, "x": 2}}'
+    (payload,), rejects = enc.encode_records("out", [mapped])
+    assert rejects == []
+    assert cls.FromString(payload[6:]).event_time_ms == 9
+
 
 def test_json_schema_output_is_checked_against_its_schema(registry: StandInRegistry) -> None:
     schema = formats.enriched_json_schema(ORDER_SCHEMA)
