@@ -6,8 +6,8 @@ What :func:`stream.pipeline.build_stages` plugs into ``Stages.decoder`` / ``Stag
     format: avro                       # json (default: no decoder) | avro | protobuf | json_schema
     schema_registry: {url: http://127.0.0.1:8081/apis/ccompat/v7, basic_auth_env: SR_AUTH}
     schema: {registry_subject: orders-value}   # the schema: the subject's latest version
-    output_format: avro                # json (default) | avro | json_schema
-    output_schema_file: orders.enriched.avsc
+    output_format: avro                # json (default) | avro | protobuf | json_schema
+    output_schema_file: orders.enriched.avsc   # protobuf: a .proto (its first message)
     output_subject_strategy: topic     # topic (<topic>-value, default) | record (Avro full name)
 
 * **Decoding** is :func:`stream.formats.make_decoder`'s, behind the ``schema-registry``
@@ -19,12 +19,15 @@ What :func:`stream.pipeline.build_stages` plugs into ``Stages.decoder`` / ``Stag
   latest version at start-up, translated to JSON Schema for the compiler — a JSON Schema
   as it is, an Avro schema by :func:`avro_to_json_schema`. Protobuf schemas, schema
   references and Avro unions of several complex types are refused with a ConfigError.
+  The schema's text is folded into the lineage digest (``Settings.bind_schema``, called
+  by :func:`stream.pipeline.compile_schema`), so a new version shows in the headers.
 * **Encoding**: the output schemas (the enriched records' from ``output_schema_file`` —
   for ``json_schema`` by default the pipeline's schema plus ``event_time_ms`` and
   ``enrichment``; the correlation records' built in) are checked against the registry at
   start-up (an incompatible one fails with the registry's own message) and registered
-  once; per record the encoder writes the wire header and the payload itself — Avro with
-  ``fastavro.schemaless_writer``, JSON Schema as the JSON bytes unchanged (not re-validated).
+  once; per record :class:`~stream.formats.output.OutputEncoder` writes the wire header
+  and the payload itself, and a record its schema refuses becomes a reject the router
+  dead-letters (stage ``encode``) instead of stopping the worker.
 """
 
 from __future__ import annotations
