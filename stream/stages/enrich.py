@@ -137,6 +137,28 @@ class _UnknownSuffix(bytes):
     """A cached suffix in which some join found no value (counted as ``unknown``)."""
 
 
+#: Kinds of an expression input in :attr:`Enricher._plans`.
+_JOINED, _FIELD, _DERIVED = 0, 1, 2
+_NOTHING: Final[Any] = object()
+
+
+class _Joined:
+    """The part of an enrichment that depends on the join keys only."""
+
+    __slots__ = ("down", "fragments", "suffix", "suffix_down", "unknown", "values")
+
+    def __init__(
+        self, fragments: list[bytes], values: dict[str, Any], down: bool, unknown: bool
+    ) -> None:
+        self.fragments = fragments
+        #: expression inputs read from joined values (``enrichment.fx.rate``), by path
+        self.values = values
+        self.down = down
+        self.unknown = unknown
+        self.suffix = b"{" + b",".join(fragments) + b"}"
+        self.suffix_down = b"{" + b",".join([*fragments, _DEGRADED]) + b"}"
+
+
 def _splice_loop(fields: FieldResolver, paths: Sequence[str]) -> Any:
     """Generate the per-batch hot loop with the composite key's accesses written out.
 
@@ -192,6 +214,8 @@ class Enricher:
                 if path not in paths and not _is_computed(path, join_names, derived_names):
                     paths.append(path)
         self._key_paths = paths
+        #: Composite keys are tuples (else the one path's value itself).
+        self._multi = len(paths) > 1
         self._keys_of = batch_getter(fields, paths, "enrich key") if paths else None
         self._splice_all = _splice_loop(fields, paths)
         self._n_joins = len(self._joins)
@@ -199,6 +223,26 @@ class Enricher:
         self._cache: dict[Any, Any] = {}
         #: composite key -> derived values (only kept when rules read derived fields)
         self._derived_values: dict[Any, tuple[Any, ...]] = {}
+        #: join-key tuple -> the joins' part of the enrichment (:meth:`_joined`)
+        self._joined_cache: dict[tuple[Any, ...], Any] = {}
+        # Where each expression input comes from: a joined value (by path), the
+        # composite key (by position) or an earlier derived field (by position).
+        self._joined_paths: list[str] = []
+        self._plans: list[list[tuple[int, Any]]] = []
+        for expr in self._derived:
+            plan: list[tuple[int, Any]] = []
+            for path in expr.inputs:
+                if path in derived_names:
+                    ref: tuple[int, Any] = (_DERIVED, [d.name for d in self._derived].index(path))
+                elif _is_computed(path, join_names, derived_names):
+                    ref = (_JOINED, path)
+                    if path not in self._joined_paths:
+                        self._joined_paths.append(path)
+                else:
+                    ref = (_FIELD, paths.index(path))
+                plan.append(ref)
+            self._plans.append(plan)
+        self._derived_prefixes = [b'"%s":' % d.name.encode() for d in self._derived]
 
     def enrich(
         self, events: Sequence[Any], event_times: Sequence[int], raws: Sequence[bytes]
@@ -293,13 +337,21 @@ class Enricher:
     def _fetch(self, composite: list[Any]) -> set[int]:
         """Fill each join's ``known`` for the keys of ``composite``; the joins that failed."""
         unavailable: set[int] = set()
+        multi = self._multi
         for j, join in enumerate(self._joins):
-            wanted = {
-                key
-                for c in composite
-                if (key := join_key(c[j] if self._multi else c)) is not None
-                and key not in join.known
-            }
+            known = join.known
+            distinct = {c[j] for c in composite} if multi else set(composite)
+            distinct.discard(None)
+            distinct.discard(msgspec.UNSET)
+            if all(v.__class__ is str for v in distinct):
+                # the common case, per distinct value: a str is its own key
+                wanted = {v for v in distinct if v not in known}
+            else:  # 1, 1.0 and True are one set member but three keys: per event
+                wanted = {
+                    key
+                    for c in composite
+                    if (key := join_key(c[j] if multi else c)) is not None and key not in known
+                }
             if not wanted:
                 continue
             found = self._call(join, wanted)
@@ -326,47 +378,85 @@ class Enricher:
             breaker.record_success()
         return found
 
-    @property
-    def _multi(self) -> bool:
-        return len(self._key_paths) > 1
-
     def _build(self, composite: Any, unavailable: set[int]) -> tuple[Any, bool]:
         """(suffix, derived values, any join unknown) of one composite key — or a Reject,
-        or None (drop) — and whether a join was unavailable (then it is not cached)."""
+        or None (drop) — and whether a join was unavailable (then it is not cached).
+
+        The joins' part depends on the join keys only and is built once per distinct
+        tuple of them (:meth:`_joined`); per composite key only the derived fields are
+        evaluated — with an amount among the inputs that is once per event.
+        """
         parts = composite if self._multi else (composite,)
+        joined = self._joined(parts, unavailable)
+        if joined.__class__ is not _Joined:
+            return joined, False
+        down = joined.down
+        derived = self._derived
+        if not derived:
+            suffix = joined.suffix_down if down else joined.suffix
+            return (suffix, (), joined.unknown), down
+        derived_values: list[Any] = []
+        fragments = list(joined.fragments)
+        for expr, plan, prefix in zip(derived, self._plans, self._derived_prefixes, strict=True):
+            values = tuple(
+                [
+                    joined.values[ref]
+                    if kind == _JOINED
+                    else _plain(parts[ref])
+                    if kind == _FIELD
+                    else derived_values[ref]
+                    for kind, ref in plan
+                ]
+            )
+            try:
+                value = expr.evaluate(values)
+            except Exception as exc:
+                return Reject(0, DERIVE_FAILED, f"derive.{expr.name}: {exc}"), down
+            derived_values.append(value)
+            fragments.append(prefix + orjson.dumps(value))
+        if down:
+            fragments.append(_DEGRADED)
+        return (b"{" + b",".join(fragments) + b"}", tuple(derived_values), joined.unknown), down
+
+    def _joined(self, parts: Sequence[Any], unavailable: set[int]) -> Any:
+        """The joins' part for the join keys in ``parts``: a :class:`_Joined`, a Reject or
+        None (drop); cached per join-key tuple unless a join was unavailable for it."""
+        n = self._n_joins
+        key = tuple(parts[:n])
+        found = self._joined_cache.get(key, _NOTHING)  # hashable: part of a cache key
+        if found is not _NOTHING:
+            return found
         context: dict[str, Any] = {}
         fragments: list[bytes] = []
         down = unknown = False
         for j, join in enumerate(self._joins):
-            key = join_key(parts[j])
-            if j in unavailable and key not in join.known:
+            jkey = join_key(parts[j])
+            if j in unavailable and jkey not in join.known:
                 value = None
                 down = True
             else:
-                value = join.known.get(key) if key is not None else None
+                value = join.known.get(jkey) if jkey is not None else None
                 if value is None and join.missing != "mark":
                     if join.missing == "drop":
-                        return None, False
-                    return Reject(0, ENRICHMENT_MISSING, _missing_message(join, parts[j])), False
-                unknown = unknown or (value is None and key is not None)
+                        return self._keep_joined(key, None, down)
+                    reject = Reject(0, ENRICHMENT_MISSING, _missing_message(join, parts[j]))
+                    return self._keep_joined(key, reject, down)
+                unknown = unknown or (value is None and jkey is not None)
             fragment = join.fragment(value)
             if fragment:
                 fragments.append(fragment)
             context[JOIN_PREFIX + join.name] = value
-        for n, path in enumerate(self._key_paths[self._n_joins :], start=self._n_joins):
-            context[path] = _plain(parts[n])
-        derived_values: list[Any] = []
-        for expr in self._derived:
-            try:
-                value = expr.evaluate(tuple(_context_value(context, p) for p in expr.inputs))
-            except Exception as exc:
-                return Reject(0, DERIVE_FAILED, f"derive.{expr.name}: {exc}"), down
-            context[expr.name] = value
-            derived_values.append(value)
-            fragments.append(b'"%s":%s' % (expr.name.encode(), orjson.dumps(value)))
-        if down:
-            fragments.append(_DEGRADED)
-        return (b"{" + b",".join(fragments) + b"}", tuple(derived_values), unknown), down
+        values = {path: _context_value(context, path) for path in self._joined_paths}
+        joined = _Joined(fragments, values, down, unknown)
+        return self._keep_joined(key, joined, down)
+
+    def _keep_joined(self, key: tuple[Any, ...], joined: Any, down: bool) -> Any:
+        if not down:
+            cache = self._joined_cache
+            if len(cache) >= CACHE_LIMIT:
+                cache.clear()
+            cache[key] = joined
+        return joined
 
     def _remember(self, key: Any, entry: Any) -> None:
         """Cache a built entry: the suffix bytes (and derived values), or the Reject/None."""
@@ -383,6 +473,7 @@ class Enricher:
     def _clear(self) -> None:
         self._cache.clear()
         self._derived_values.clear()
+        self._joined_cache.clear()
 
     # -- the rare paths -------------------------------------------------------------------------
 
