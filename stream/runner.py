@@ -387,7 +387,10 @@ class BatchRunner:
         """
         text = err.str()
         if err.code() == KafkaError._AUTO_OFFSET_RESET:
-            return FatalError(f"input offset out of range and auto.offset.reset=error: {text}")
+            return FatalError(
+                "no input offset to resume from and auto.offset.reset=error (none committed, "
+                f"or the committed one is no longer on the broker): {text}"
+            )
         if not (err.fatal() or err.code() == KafkaError._FATAL):
             if err.code() in _NOT_ALLOWED:
                 return FatalError(f"consumer not allowed: {text} (check the ACLs)")

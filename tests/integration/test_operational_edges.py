@@ -136,30 +136,34 @@ def test_partitions_added_while_running_are_processed_with_state(
 _RESET_LINE = re.compile(r"offset (\d+) of .*\[(\d+)\] is no longer on the broker")
 
 
+def _delete_unconsumed(
+    pipeline: Pipeline, worker: Worker
+) -> tuple[list[tuple[int, int]], dict[int, int], dict[int, int]]:
+    """Run ``worker`` over 2,000 records and stop it; write 2,000 more and delete the first
+    300 of them per partition (retention or kafka-delete-records while it is away).
+    Returns every input position, the committed offsets and the new log start offsets."""
+    positions = produce(pipeline, numbered(2_000))
+    worker.start()
+    worker.wait_ready()
+    wait_all_committed(pipeline, timeout=60, workers=[worker])
+    assert worker.terminate()[0] == 0
+    committed = committed_offsets(pipeline)
+    positions += produce(pipeline, numbered(2_000, start=2_000))
+    cut = {p: committed[p] + 300 for p in range(pipeline.partitions)}
+    admin = _admin(pipeline)
+    for p, o in cut.items():  # one call per partition: 2.12 left a two-partition call unanswered
+        for future in admin.delete_records([TopicPartition(pipeline.input, p, o)]).values():
+            future.result(timeout=30)
+    return positions, committed, cut
+
+
 def test_offsets_out_of_range_apply_the_reset_policy_once_per_partition(
     pipeline_factory: Any, tmp_path: Path
 ) -> None:
     pipeline = pipeline_factory(partitions=2)
-    first = produce(pipeline, numbered(2_000))
     worker = Worker(pipeline, tmp_path, "w")
     with workers(worker):
-        worker.start()
-        worker.wait_ready()
-        wait_all_committed(pipeline, timeout=60, workers=[worker])
-        assert worker.terminate()[0] == 0
-        committed = committed_offsets(pipeline)
-
-        # Unconsumed records go while the worker is away (retention, kafka-delete-records).
-        second = produce(pipeline, numbered(2_000, start=2_000))
-        cut = {p: committed[p] + 300 for p in range(pipeline.partitions)}
-        admin = _admin(pipeline)
-        for (
-            p,
-            o,
-        ) in cut.items():  # one call per partition: 2.12 left a two-partition call unanswered
-            for future in admin.delete_records([TopicPartition(pipeline.input, p, o)]).values():
-                future.result(timeout=30)
-
+        positions, committed, cut = _delete_unconsumed(pipeline, worker)
         worker.start()
         worker.wait_ready()
         wait_all_committed(pipeline, timeout=60, workers=[worker])
@@ -174,7 +178,6 @@ def test_offsets_out_of_range_apply_the_reset_policy_once_per_partition(
     assert sorted(lines) == sorted((str(committed[p]), str(p)) for p in cut)
     # earliest (the default): everything still on the broker was processed, nothing else
     ids = [f"ev-{i}" for i in range(4_000)]
-    positions = first + second
     kept = [pos[1] >= cut[pos[0]] or pos[1] < committed[pos[0]] for pos in positions]
     ledger = account(
         inputs_of(
@@ -187,6 +190,22 @@ def test_offsets_out_of_range_apply_the_reset_policy_once_per_partition(
     )
     assert not ledger.lost and not ledger.duplicates and not ledger.misplaced
     assert ledger.enriched_out == sum(kept) == 4_000 - 600
+
+
+def test_offsets_out_of_range_with_reset_error_stop_the_worker(
+    pipeline_factory: Any, tmp_path: Path
+) -> None:
+    pipeline = pipeline_factory(partitions=2)
+    env = {"STREAM_KAFKA": json.dumps({"auto.offset.reset": "error"})}
+    strict = Worker(pipeline, tmp_path, "strict", env=env)
+    with workers(Worker(pipeline, tmp_path, "w"), strict) as (worker, _):
+        _, committed, _ = _delete_unconsumed(pipeline, worker)
+        strict.start()
+        assert strict.wait_exit(60) != 0
+    assert committed_offsets(pipeline) == committed
+    failures = [line for line in strict.log_text().splitlines() if "stopping the worker" in line]
+    assert len(failures) == 1 and "auto.offset.reset=error" in failures[0], failures
+    assert "Offset out of range" in failures[0]  # librdkafka's reason, not only ours
 
 
 # -- 3. an output topic deleted mid-run ----------------------------------------------------------
