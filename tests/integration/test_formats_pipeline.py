@@ -15,7 +15,8 @@ serializers and reads the outputs with confluent-kafka's own deserializers. Asse
   incompatible with its output subject failing start-up with the registry's message;
 * Protobuf output read by confluent-kafka's own ProtobufDeserializer;
 * records the output schema refuses (a derived value of the wrong type for the orders
-  shape, attribute values of the wrong type for the bundled observability shape) in the
+  shape in Protobuf, attribute values of the wrong type for the bundled observability
+  shape in Avro and in JSON Schema) in the
   DLQ with stage ``encode``, the field and the reason, the rest of their batches written
   and the worker running on: records in = enriched + DLQ;
 * the registry stopped and restarted under a running worker: nothing lost or
@@ -182,6 +183,19 @@ ENRICHED_EVENT_AVRO = avro_record(
         },
     ],
 )
+
+#: The same in JSON Schema: attribute values strings only.
+ENRICHED_EVENT_JSON_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "event_id": {"type": "string"},
+        "source": {"type": "string"},
+        "attributes": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
+        "event_time_ms": {"type": "integer"},
+        "enrichment": {"type": "object"},
+    },
+    "required": ["event_id", "source", "event_time_ms", "enrichment"],
+}
 
 
 def write_json(path: Path, doc: Any) -> Path:
@@ -587,18 +601,25 @@ def test_protobuf_output_read_by_confluent_and_wrong_derived_values_dead_lettere
     assert {c.rule for c in correlations} == {"orders-per-customer"}
 
 
-def test_observability_events_the_avro_output_refuses_are_dead_lettered(case: Case) -> None:
+@pytest.mark.parametrize("fmt", ["avro", "json_schema"])
+def test_observability_events_the_output_schema_refuses_are_dead_lettered(
+    case: Case, fmt: str
+) -> None:
     """The bundled observability shape (a pipeline file without a schema of its own), plain
-    JSON in, Avro out: attribute values may be numbers in the input, the output schema's
-    map takes only strings."""
+    JSON in, Avro or JSON Schema out: attribute values may be numbers in the input, the
+    output schema's map takes only strings."""
     topics = case.topics
-    write_json(case.home / "enriched-events.avsc", ENRICHED_EVENT_AVRO)
-    pipeline = case.home / "observability-avro.yaml"
+    schema_file = {"avro": "enriched-events.avsc", "json_schema": "enriched-events.json"}[fmt]
+    write_json(
+        case.home / schema_file,
+        ENRICHED_EVENT_AVRO if fmt == "avro" else ENRICHED_EVENT_JSON_SCHEMA,
+    )
+    pipeline = case.home / f"observability-{fmt}.yaml"
     spec = {
-        "pipeline": "observability-avro",
+        "pipeline": f"observability-{fmt}",
         "schema_registry": {"url": case.url},
-        "output_format": "avro",
-        "output_schema_file": "enriched-events.avsc",
+        "output_format": fmt,
+        "output_schema_file": schema_file,
     }
     pipeline.write_text(yaml.safe_dump(spec))
     events = [
@@ -614,15 +635,20 @@ def test_observability_events_the_avro_output_refuses_are_dead_lettered(case: Ca
     ]
     case.process(pipeline, [orjson.dumps(e) for e in events])
 
-    read = AvroDeserializer(case.client)
+    if fmt == "avro":
+        read: Callable[..., Any] = AvroDeserializer(case.client)
+    else:
+        read = JSONDeserializer(None, schema_registry_client=case.client)
     enriched = {r["event_id"]: r for r in case.read(topics.enriched, read)}
     rejected = encode_rejects(case)
     assert len(enriched) + len(rejected) == len(events)
     assert sorted(orjson.loads(v)["event_id"] for v in rejected) == sorted(
         f"e{n}" for n in range(0, 50, 5)
     )
+    # the field; Avro's reason shows the value, msgspec's the path (``$.attributes[...]``)
+    shown = "retries" if fmt == "avro" else "$.attributes"
     for message in rejected.values():
-        assert "attributes" in message and "retries" in message, message
+        assert "attributes" in message and shown in message, message
     assert enriched["e1"]["attributes"] == {"region": "eu"}
     assert enriched["e1"]["enrichment"]["score"] == 4.0  # error x untiered (unknown service)
 
