@@ -1,9 +1,11 @@
 """Encoding output records for a schema registry, and the start-up compatibility check.
 
 :class:`FormatEncoder` wraps confluent-kafka's :class:`AvroSerializer` /
-:class:`JSONSerializer`: the first ``encode`` for a topic registers the output schema
+:class:`JSONSerializer` (Protobuf: a serializer of its own over the ``.proto`` text, see
+``_protobuf_serializer``): the first ``encode`` for a topic registers the output schema
 under ``<topic>-value`` (TopicNameStrategy; ``subject_strategy="record"`` uses the
-record's full name instead) and every later one reuses the cached id.
+record's full name instead) and every later one reuses the cached id. The worker's own
+per-batch encoding is :class:`stream.formats.output.OutputEncoder`.
 
 :meth:`FormatEncoder.check_compatible` is meant for start-up: it asks the registry
 whether the output schema may be registered under the topic's subject and raises
