@@ -253,3 +253,16 @@ def test_a_schema_from_the_registry_is_part_of_the_pipeline_digest(
     (tmp_path / "file").mkdir()
     file_only = PipelineDriver(write_pipeline(tmp_path / "file", schema_file=ORDER_SCHEMA))
     assert file_only.settings.pipeline_digest not in (first, second)
+
+
+def test_format_encoder_writes_protobuf_with_the_text_schema_id(
+    registry: StandInRegistry,
+) -> None:
+    from stream.formats import FormatEncoder
+
+    enc = FormatEncoder("protobuf", URL, ENRICHED_PROTO, client=registry)  # type: ignore[arg-type]
+    framed = enc.encode("out", {"order_id": "o1", "enrichment": {"size": 2.0}, "extra": 1})
+    assert registry.registered["out-value"] == [ENRICHED_PROTO]
+    assert framed[:6] == b"\x00" + (100).to_bytes(4, "big") + b"\x00"
+    message = protobuf_message_class(ENRICHED_PROTO, "test").FromString(framed[6:])
+    assert (message.order_id, message.enrichment.size) == ("o1", 2.0)
