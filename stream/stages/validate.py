@@ -136,6 +136,8 @@ class Validator:
             cls = ts.__class__
             if cls is int and ms_ints:
                 ms = ts
+            elif cls is datetime:  # a `format: date-time` string msgspec parsed
+                ms = int(ts.timestamp() * 1000) if ts.tzinfo is not None else None
             elif cls is str:
                 ms = from_string(ts)
             else:
