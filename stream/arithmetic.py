@@ -102,6 +102,18 @@ def _compare(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
     return apply
 
 
+def _order(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+    """``< <= > >=``: CEL refuses to order a NaN ("no such overload"), so a NaN defers."""
+
+    def apply(a: Any, b: Any) -> bool:
+        kind = a.__class__
+        if kind is b.__class__ and (kind is int or (kind is float and a == a and b == b)):
+            return op(a, b)
+        raise Defer
+
+    return apply
+
+
 def _is_null(x: Any) -> bool:
     if x is None:
         return True
@@ -133,10 +145,10 @@ _HELPERS: Final[dict[str, Any]] = {
         "+": _arith(lambda a, b: a + b),
         "-": _arith(lambda a, b: a - b),
         "*": _arith(lambda a, b: a * b),
-        "<": _compare(lambda a, b: a < b),
-        "<=": _compare(lambda a, b: a <= b),
-        ">": _compare(lambda a, b: a > b),
-        ">=": _compare(lambda a, b: a >= b),
+        "<": _order(lambda a, b: a < b),
+        "<=": _order(lambda a, b: a <= b),
+        ">": _order(lambda a, b: a > b),
+        ">=": _order(lambda a, b: a >= b),
         "==": _compare(lambda a, b: a == b),
         "!=": _compare(lambda a, b: a != b),
     },

@@ -439,6 +439,17 @@ DRILLDOWN = (
                 "previous owner had processed (a lower bound).",
             ),
             p(
+                "Offsets reset (committed offset out of range)",
+                t(
+                    "sum by (topic, partition) "
+                    f"(increase(stream_offsets_reset_total{{{INSTANCE}}}[{RATE}]))",
+                    "{{topic}} [{{partition}}]",
+                ),
+                description="The committed offset was no longer on the broker (retention "
+                "deleted unconsumed records) and auto.offset.reset moved the partition: "
+                "records in between were skipped (earliest) or never read (latest).",
+            ),
+            p(
                 "Valid events dropped by a join (missing: drop)",
                 t(
                     f"sum by (stage) (rate(stream_events_dropped_total{{{INSTANCE}}}[{RATE}]))",

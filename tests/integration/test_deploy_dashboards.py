@@ -164,6 +164,7 @@ def synthetic_series() -> list[dict[str, str]]:
             0.1,
         ),
         _counter("stream_window_state_cap_hits_total", f'{w1},rule="burst"', 1),
+        _counter("stream_offsets_reset_total", f'{w1},topic="events",partition="0"', 0.1),
         _gauge("stream_consumer_lag", f'{w1},topic="events",partition="0"', "100+1x60"),
         _gauge("stream_consumer_lag", f'{w2},topic="events",partition="1"', "300-1x60"),
         _gauge("stream_assigned_partitions", w1, "1x60"),
