@@ -57,8 +57,8 @@ bench-smoke: install ## small benchmark run (20k events) to check the harness
 soak: install ## soak run: 30 min at half the measured capacity, keys growing to 1M; CSV, summary, plot in benchmarks/results/soak-<UTC>/
 	$(BIN)/python -m tests.soak.driver --minutes $${SOAK_MINUTES:-30}
 
-demo: install ## local broker + worker + load generator with a live summary (Ctrl-C to stop)
-	$(BIN)/stream demo
+demo: install ## local broker + worker + load generator with a live summary (Ctrl-C to stop; DEMO_ARGS="--rate 5000 --duration 60")
+	$(BIN)/stream demo $(DEMO_ARGS)
 
 broker-start: install ## start the local Kafka broker on 127.0.0.1:9092
 	$(BIN)/stream broker start
