@@ -89,10 +89,6 @@ CONSUMER_DEFAULTS: dict[str, Any] = {
 _QUIET_LOGGER = logging.getLogger("stream.librdkafka.probe")
 _QUIET_LOGGER.setLevel(logging.CRITICAL + 1)
 
-#: A poll loop silent for longer than this fails liveness.
-HEALTH_STALE_SECONDS = 15.0
-
-
 #: Under ``group.protocol=consumer`` (KIP-848) the broker owns these (its
 #: ``group.consumer.session.timeout.ms``, ``group.consumer.heartbeat.interval.ms`` and
 #: ``group.consumer.assignors``); librdkafka refuses to create a consumer that sets them.
@@ -417,12 +413,13 @@ class PipelineService(mode.Service):
         return self.stall() is None
 
     def stall(self) -> Stall | None:
-        """What stalls the worker: a link running for longer than ``HEALTH_STALE_SECONDS``
+        """What stalls the worker: a link running for longer than ``stall_timeout``
         (a stage blocking its thread), or the poll loop silent for that long."""
         runner = self.runner
         if runner is None:
             return Stall("start-up", 0.0)
-        blocked = self.liveness.stalled(HEALTH_STALE_SECONDS)
+        limit = self.settings.stall_timeout
+        blocked = self.liveness.stalled(limit)
         if blocked is not None:
             if blocked.stage != self._stall_logged:
                 self._stall_logged = blocked.stage
@@ -435,7 +432,7 @@ class PipelineService(mode.Service):
             return blocked
         self._stall_logged = None
         silent = time.time() - runner.last_poll
-        return Stall("fetch", silent) if silent >= HEALTH_STALE_SECONDS else None
+        return Stall("fetch", silent) if silent >= limit else None
 
 
 def chain_names(settings: Settings) -> list[str]:

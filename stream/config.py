@@ -126,6 +126,10 @@ class Settings(BaseSettings):
     max_inflight_batches: int = Field(default=4, gt=0)
     #: ``STREAM_SHUTDOWN_GRACE``: seconds to finish, flush and commit on SIGTERM (below k8s' 30 s).
     shutdown_grace: float = Field(default=25.0, gt=0)
+    #: ``STREAM_STALL_TIMEOUT``: seconds a link of the chain (a stage, a lookup) may run,
+    #: or the poll loop stay silent, before /health reports the worker stalled (503) and
+    #: the liveness probe restarts it. Above the slowest call a stage legitimately makes.
+    stall_timeout: float = Field(default=15.0, gt=0)
     #: ``STREAM_WEB_PORT`` / ``STREAM_WEB_HOST``: /metrics, /health, /ready.
     web_port: int = Field(default=6066, ge=0, le=65535)
     web_host: str = "0.0.0.0"
