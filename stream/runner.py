@@ -296,6 +296,11 @@ class BatchRunner:
         except DependencyUnavailable as exc:
             self.dependency_down(work, exc)
             return False
+        except TransactionAbortedError as exc:
+            # A link that produces as it goes (correlate emits its results) met the broken
+            # transaction before finish() did: the same recovery (exactly_once), or fail.
+            self._batch_failed(exc)
+            return False
         except BaseException as exc:
             self._failed = exc
             raise
@@ -358,7 +363,8 @@ class BatchRunner:
             raise FatalError(f"not processing after an earlier failure: {self.failed}")
 
     def _batch_failed(self, error: StreamError) -> None:
-        """A producer error while routing: recover the transaction (exactly_once), or fail."""
+        """A producer error while routing or in a link that produces: recover the transaction
+        (exactly_once), or fail."""
         if self._eos and isinstance(error, TransactionAbortedError):
             self.commits.recover(error, list(self.ownership.assigned))
             return
