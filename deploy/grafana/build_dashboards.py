@@ -442,12 +442,14 @@ DRILLDOWN = (
                 "Offsets reset (committed offset out of range)",
                 t(
                     "sum by (topic, partition) "
-                    f"(increase(stream_offsets_reset_total{{{INSTANCE}}}[{RATE}]))",
+                    f"(increase(stream_offsets_reset_total{{{INSTANCE}}}[{RATE}])) "
+                    f"{NO_SERIES_IS_ZERO}",
                     "{{topic}} [{{partition}}]",
                 ),
                 description="The committed offset was no longer on the broker (retention "
                 "deleted unconsumed records) and auto.offset.reset moved the partition: "
-                "records in between were skipped (earliest) or never read (latest).",
+                "records in between were skipped (earliest) or never read (latest). No "
+                "reset yet: one 0 series.",
             ),
             p(
                 "Valid events dropped by a join (missing: drop)",
