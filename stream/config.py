@@ -122,7 +122,8 @@ class Settings(BaseSettings):
     commit_interval: float = Field(default=1.0, gt=0)
     #: ``STREAM_COMMIT_EVERY``: checkpoint after this many records, interval or not.
     commit_every: int = Field(default=200_000, gt=0)
-    #: ``STREAM_MAX_INFLIGHT_BATCHES``: batches queued between fetch and processing.
+    #: ``STREAM_MAX_INFLIGHT_BATCHES``: batches fetched and not yet through the whole chain
+    #: (memory: at most this many times ``max_batch`` records held by the worker).
     max_inflight_batches: int = Field(default=4, gt=0)
     #: ``STREAM_SHUTDOWN_GRACE``: seconds to finish, flush and commit on SIGTERM (below k8s' 30 s).
     shutdown_grace: float = Field(default=25.0, gt=0)

@@ -183,7 +183,7 @@ class BatchRunner:
         return ["fetch", *(s.name for s in self.steps), "outputs"]
 
     def _warn_queue(self, limit: int) -> None:
-        in_flight = (self.settings.max_inflight_batches + len(self.steps)) * self.settings.max_batch
+        in_flight = self.settings.max_inflight_batches * self.settings.max_batch
         if limit - self.flow.high_water < in_flight:
             log.warning(
                 "queue.buffering.max.messages=%d leaves less than the records in flight (%d) "

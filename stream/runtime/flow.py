@@ -10,8 +10,9 @@ Two reasons pause the input partitions (:mod:`stream.kafka.pausing`):
   the epoch bump), the input pauses, and resumes after a backoff once no guarding
   circuit breaker is open; the next batch is the probe.
 
-Batches in flight are bounded by the channels between the agents
-(``max_inflight_batches`` before the first stage, one per later hop).
+Batches in flight (fetched, not yet through the chain) are bounded by
+``max_inflight_batches``: the fetch loop takes a slot per batch and the chain gives it
+back when the batch is finished or dropped.
 """
 
 from __future__ import annotations

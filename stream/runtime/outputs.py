@@ -112,6 +112,8 @@ class OutputRouter:
         self._per_record = settings.lineage != "off"
         #: ``lineage: input``: only the input position on enriched records.
         self._record_base = self.lineage if settings.lineage == "full" else []
+        #: ``b"<input>/<partition>/"`` per input partition seen (``stream.input``'s prefix).
+        self._prefixes: dict[int, bytes] = {}
         self._dlq = DlqWriter(producer, topics.dlq, extra_headers=self.lineage)  # type: ignore[arg-type]
         #: ``traceparent`` values of the last routed batch (its span links to them).
         self.traceparents: list[bytes] = []
@@ -190,26 +192,35 @@ class OutputRouter:
             output_key = self._output_key
             keys = [output_key(e) for e in work.events]
         values = work.outputs  # already in the output format (route encoded them)
-        self._producer.produce_values(self._enriched, values, keys, self._headers(chosen))
+        self._producer.produce_values(self._enriched, values, keys, self._headers(work, chosen))
         self._labels_enriched.inc(len(values))
 
-    def _headers(self, chosen: list[Message]) -> list[Headers | None] | None:
+    def _headers(self, work: WorkBatch, chosen: list[Message]) -> list[Headers | None] | None:
         """Lineage headers of each enriched record, plus its input's ``traceparent``.
 
         The pipeline's two headers are shared tuples; per record only the input
-        position is formatted (``topic/partition/offset``).
+        position is formatted (``topic/partition/offset``, from a per-partition prefix
+        and the batch's known partitions: one C call and one format per record).
         """
         base = self._record_base
-        position = b"%s/%d/%d"
-        topic = self._input.encode()
         self.traceparents = []
         carried = [m.headers() for m in chosen]
         traced = any(carried)
         if self._per_record:
-            out: list[Headers | None] = [
-                [*base, (LINEAGE_INPUT, position % (topic, m.partition(), m.offset()))]
-                for m in chosen
-            ]
+            parts = work.partitions
+            prefix = self._prefixes
+            for p in set(parts).difference(prefix):
+                prefix[p] = b"%s/%d/" % (self._input.encode(), p)
+            if base:
+                out: list[Headers | None] = [
+                    [*base, (LINEAGE_INPUT, b"%s%d" % (prefix[parts[i]], m.offset()))]
+                    for i, m in zip(work.indices, chosen, strict=True)
+                ]
+            else:
+                out = [
+                    [(LINEAGE_INPUT, b"%s%d" % (prefix[parts[i]], m.offset()))]
+                    for i, m in zip(work.indices, chosen, strict=True)
+                ]
         elif traced:
             out = [[] for _ in chosen]
         else:
