@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gc
 import time
-from typing import Any
+from typing import Any, Final
 
 from stream.observability import metrics
 
@@ -31,9 +31,21 @@ def install() -> None:
         gc.callbacks.append(_on_gc)
 
 
+#: Net allocations of tracked objects between young collections (CPython's default: 700).
+#: A batch allocates and frees thousands of lists and dicts within milliseconds; at 700
+#: the collector ran ~110 times a second at 40k events/s (1.6-2.7% of the event loop's
+#: time, and each pass promotes the batches in flight towards the full collections that
+#: stall the chain). At 50,000 almost nothing is collected: what a batch allocates is
+#: freed by reference counting first. Cycles still get collected, just less often.
+YOUNG_THRESHOLD: Final = 50_000
+
+
 def freeze_startup_objects() -> None:
     """Move everything allocated so far (modules, Faust app, clients) out of the
     collector's reach: later full collections then walk only what the pipeline
-    allocates while it runs, which shortens them."""
+    allocates while it runs, which shortens them. Then collect young objects far less
+    often (:data:`YOUNG_THRESHOLD`)."""
     gc.collect()
     gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_THRESHOLD, older, oldest)
