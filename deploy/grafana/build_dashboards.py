@@ -484,6 +484,14 @@ DRILLDOWN = (
                 width=8,
             ),
             p(
+                "Batches in the agent chain (at max_inflight_batches: the chain is the bottleneck)",
+                t(
+                    f"max by (instance) (stream_batches_in_flight{{{INSTANCE}}})",
+                    "{{instance}}",
+                ),
+                width=8,
+            ),
+            p(
                 "Seconds since last poll",
                 t(
                     "time() - max by (instance) "

@@ -186,6 +186,12 @@ window_state_cap_hits_total: Final = Counter(
 paused_partitions: Final = Gauge(
     "stream_paused_partitions", "Partitions paused for backpressure", registry=REGISTRY
 )
+batches_in_flight: Final = Gauge(
+    "stream_batches_in_flight",
+    "Batches fetched and not yet through the agent chain (at most max_inflight_batches: "
+    "when it stays there, the chain is the bottleneck and records wait in the client)",
+    registry=REGISTRY,
+)
 worker_ready: Final = Gauge(
     "stream_worker_ready",
     "1 when the worker is assigned and caught up enough to serve",

@@ -170,6 +170,7 @@ def synthetic_series() -> list[dict[str, str]]:
         _gauge("stream_assigned_partitions", w1, "1x60"),
         _gauge("stream_assigned_partitions", w2, "1x60"),
         _gauge("stream_paused_partitions", w1, "0x60"),
+        _gauge("stream_batches_in_flight", w1, "1x30 4x30"),
         _gauge("stream_circuit_breaker_state", f'{w1},breaker="reference"', "0x30 2x30"),
         _gauge("stream_window_state_keys", f'{w1},rule="burst"', "1000x60"),
         _gauge("stream_window_state_bytes", w1, "2e6x60"),

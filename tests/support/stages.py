@@ -18,3 +18,8 @@ async def echo_slowly(batch: StageBatch) -> None:
     topic = os.environ[EXTRA_TOPIC_ENV]
     for i, event in enumerate(batch.events):
         batch.emit(topic, {"event_id": event.event_id}, key=event.event_id, of=i)
+
+
+async def slow_batches(batch: StageBatch) -> None:
+    """Holds each batch a while, so the chain fills up behind it (the in-flight bound)."""
+    await asyncio.sleep(0.2)
