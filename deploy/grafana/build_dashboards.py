@@ -521,9 +521,13 @@ DRILLDOWN = (
             ),
             p(
                 "Garbage-collector pause p99 per worker",
+                # No collection in the interval (the young threshold is high: a live worker
+                # may go minutes without one) makes the quantile NaN: show 0 instead.
                 t(
-                    "histogram_quantile(0.99, sum by (le, instance, generation) "
-                    f"(rate(stream_gc_pause_seconds_bucket{{{INSTANCE}}}[{RATE}])))",
+                    "(histogram_quantile(0.99, sum by (le, instance, generation) "
+                    f"(rate(stream_gc_pause_seconds_bucket{{{INSTANCE}}}[{RATE}]))) >= 0) "
+                    "or (0 * sum by (instance, generation) "
+                    f"(rate(stream_gc_pause_seconds_count{{{INSTANCE}}}[{RATE}])))",
                     "{{instance}} gen {{generation}}",
                 ),
                 unit="s",
