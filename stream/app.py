@@ -56,12 +56,16 @@ from stream.observability.tracing import BatchTracer
 from stream.pipeline import build_stages, uses_registry
 from stream.resilience.circuit_breaker import CircuitBreaker
 from stream.runner import BatchRunner
-from stream.runtime.liveness import Liveness, Stall
+from stream.runtime.liveness import Liveness, StackWatchdog, Stall
 from stream.runtime.steps import ENRICH, DependencyUnavailable
 from stream.runtime.user_steps import UserStep
 from stream.runtime.work import WorkBatch
 
 log = logging.getLogger(__name__)
+
+#: The poll loop silent for this many times ``stall_timeout``: every thread's stack goes
+#: to the log once (:class:`~stream.runtime.liveness.StackWatchdog`).
+STACK_DUMP_FACTOR = 4
 
 #: librdkafka consumer settings tuned for large batches (DESIGN.md §2: "tuned fetch settings").
 CONSUMER_DEFAULTS: dict[str, Any] = {
@@ -221,6 +225,8 @@ class PipelineService(mode.Service):
         #: busy, records wait in librdkafka's queue (the next batch is bigger) rather
         #: than in a queue of small batches inside the chain.
         self._slots = asyncio.Semaphore(settings.max_inflight_batches)
+        #: Stacks of every thread in the log if the poll loop is silent 4x the stall limit.
+        self._watchdog = StackWatchdog(STACK_DUMP_FACTOR * settings.stall_timeout)
 
     async def on_start(self) -> None:
         s = self.settings
@@ -305,6 +311,7 @@ class PipelineService(mode.Service):
                     # In a thread: the rebalance callbacks run inside consume(), and a
                     # restore of window state can take long; /health keeps answering.
                     batch = await asyncio.to_thread(runner.fetch)
+                    self._watchdog.rearm()
                     work = runner.begin(batch) if batch is not None else None
             except Exception as exc:
                 await self._fail(exc, "consumer failed")
@@ -404,6 +411,7 @@ class PipelineService(mode.Service):
         await self.crash(exc)
 
     async def on_stop(self) -> None:
+        self._watchdog.cancel()
         self.ready = False
         metrics.worker_ready.set(0)
         if self._checkpointing is not None and not self._checkpointing.done():

@@ -13,6 +13,7 @@ the group replays from the last commit.
 
 from __future__ import annotations
 
+import faulthandler
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -48,3 +49,30 @@ class Liveness:
         stage, since = min(self._running.items(), key=lambda item: item[1])
         seconds = self._clock() - since
         return Stall(stage, seconds) if seconds > limit else None
+
+
+class StackWatchdog:
+    """Every thread's stack to stderr, once, when the poll loop stays silent too long.
+
+    ``/health`` says *that* the worker is stuck; this says *where*: a stall with no
+    log line (a client call that never returns under the runner lock, a link awaiting
+    forever) leaves its stacks in the log before the liveness probe restarts the pod.
+    It is :func:`faulthandler.dump_traceback_later` on its own C thread, so it also
+    fires when the event loop itself is blocked. The poll loop re-arms it at most once
+    a second (a re-arm restarts the countdown).
+    """
+
+    def __init__(self, after: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.after = after
+        self._clock = clock
+        self._armed = float("-inf")
+
+    def rearm(self) -> None:
+        now = self._clock()
+        if now - self._armed >= 1.0:
+            self._armed = now
+            faulthandler.dump_traceback_later(self.after, repeat=False)
+
+    def cancel(self) -> None:
+        faulthandler.cancel_dump_traceback_later()
+        self._armed = float("-inf")

@@ -12,7 +12,8 @@ Each test changes something under running workers and asserts the outcome, not t
   failure and exits non-zero with one clear line; recreated and restarted, every input is
   in enriched + DLQ;
 * a stage that blocks its thread: ``/health`` answers 503 ``stalled`` naming the stage
-  within a bounded time (the Kubernetes liveness probe asks ``/health``);
+  within a bounded time (the Kubernetes liveness probe asks ``/health``), and after 4x
+  the stall limit every thread's stack is in the log, the blocked stage's among them;
 * two workers started with the same ``group.instance.id``: the fenced one stops with one
   clear fatal line instead of looping.
 """
@@ -314,6 +315,10 @@ def test_a_stage_blocking_its_thread_fails_liveness_naming_it(
         assert body["seconds"] >= 5 and time.monotonic() - started < 30  # STREAM_STALL_TIMEOUT
         assert worker.running
         assert worker.log_text().count("stage blocker has not returned") == 1
+        # The poll loop waits on the runner lock the blocked stage holds: after 4x the
+        # stall limit every thread's stack is in the log, the blocked stage's among them.
+        wait_for(lambda: "hang_on_mark" in worker.log_text(), 40, "the stack dump")
+        assert "most recent call first" in worker.log_text()
 
     manifest = Path(__file__).resolve().parents[2] / "deploy/k8s/base/deployment.yaml"
     docs = [d for d in yaml.safe_load_all(manifest.read_text()) if d and d["kind"] == "Deployment"]
