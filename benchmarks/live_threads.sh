@@ -19,7 +19,16 @@ LOG=$(mktemp -d)
 STREAM_WEB_PORT=$PORT "$BIN/stream" worker >"$LOG/worker.log" 2>&1 &
 W=$!
 trap 'kill -TERM $W 2>/dev/null; wait $W 2>/dev/null || true' EXIT
-until curl -sf "localhost:$PORT/ready" >/dev/null 2>&1; do sleep 0.5; done
+for _ in $(seq 120); do
+    curl -sf "localhost:$PORT/ready" >/dev/null 2>&1 && break
+    if ! kill -0 $W 2>/dev/null; then # no broker, no topics, a bad setting: its one line
+        echo "the worker exited before it was ready:" >&2
+        tail -3 "$LOG/worker.log" >&2
+        exit 1
+    fi
+    sleep 0.5
+done
+curl -sf "localhost:$PORT/ready" >/dev/null 2>&1 || { echo "worker not ready after 60 s ($LOG/worker.log)" >&2; exit 1; }
 "$BIN/stream" loadgen --rate "$RATE" --duration 22 --no-progress >"$LOG/loadgen.txt" 2>&1 &
 L=$!
 sleep 6 # past the load generator's start and the first seconds of load
